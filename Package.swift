@@ -29,7 +29,8 @@ let package = Package(
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
-            ]
+            ],
+            exclude: ["README.md"]
         ),
         .target(name: "BerthCore"),
         .target(name: "BerthSystem", dependencies: ["BerthCore"]),

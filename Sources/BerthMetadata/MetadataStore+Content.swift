@@ -1,0 +1,253 @@
+import BerthContent
+import BerthCore
+import Foundation
+import GRDB
+
+extension MetadataStore {
+    static func contentInfo(from row: Row) throws -> ContentInfo {
+        ContentInfo(digest: try Digest(parsing: row["digest"]), size: row["size"],
+                    createdAt: Codec.time(row, "created_at"), updatedAt: Codec.time(row, "updated_at"),
+                    labels: Codec.labels(row["labels"]))
+    }
+
+    public func contentInfo(_ namespace: Namespace, digest: Digest) async throws(BerthError) -> ContentInfo {
+        try await read { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM content WHERE namespace = ? AND digest = ?",
+                                             arguments: [namespace.name, digest.description]) else {
+                throw BerthError.notFound("content digest \(digest): not found")
+            }
+            return try Self.contentInfo(from: row)
+        }
+    }
+
+    public func contents(_ namespace: Namespace, filter: Filter) async throws(BerthError) -> [ContentInfo] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM content WHERE namespace = ? ORDER BY digest", arguments: [namespace.name])
+                .map(Self.contentInfo(from:)).filter(filter.matches)
+        }
+    }
+
+    /// Updates a blob's labels in one namespace (paths `labels`, `labels.<key>`; none replaces all).
+    public func updateContent(_ namespace: Namespace, digest: Digest, labels updated: [String: String], paths: [String]) async throws(BerthError) -> ContentInfo {
+        try await write { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM content WHERE namespace = ? AND digest = ?",
+                                             arguments: [namespace.name, digest.description]) else {
+                throw BerthError.notFound("content digest \(digest): not found")
+            }
+            var info = try Self.contentInfo(from: row)
+            if paths.isEmpty {
+                info.labels = updated
+            } else {
+                for path in paths where !applyMapPath(path, prefix: "labels", from: updated, to: &info.labels) {
+                    throw BerthError.invalidArgument("content \(digest): cannot update \(quoted(path)) field")
+                }
+            }
+            try Labels.validate(info.labels)
+            info.updatedAt = .now
+            try db.execute(sql: "UPDATE content SET labels = ?, updated_at = ? WHERE namespace = ? AND digest = ?",
+                           arguments: [Codec.encode(info.labels), info.updatedAt.nanosecondsSinceEpoch, namespace.name, digest.description])
+            return info
+        }
+    }
+
+    /// Removes a blob from a namespace; garbage collection removes the bytes once no namespace
+    /// names them.
+    public func deleteContent(_ namespace: Namespace, digest: Digest) async throws(BerthError) {
+        try await write { db in
+            try db.execute(sql: "DELETE FROM content WHERE namespace = ? AND digest = ?", arguments: [namespace.name, digest.description])
+            if db.changesCount == 0 { throw BerthError.notFound("content digest \(digest): not found") }
+        }
+        onDeletion()
+    }
+
+    // MARK: Ingests
+
+    /// Opens a writer for `ref` in `namespace`, resuming earlier data under the same ref.
+    ///
+    /// - `alreadyExists` if `expected` is already visible in the namespace, or is on disk from
+    ///   another namespace (it is then shared into this one, as containerd's shared policy does).
+    /// - `unavailable` if another writer holds `ref`.
+    /// - `notFound` if `lease` does not exist.
+    public func openWriter(_ namespace: Namespace, ref: String, lease: String?, total: Int64,
+                           expected: Digest?) async throws(BerthError) -> ContentWriter {
+        guard !ref.isEmpty else { throw .invalidArgument("ref must not be empty") }
+        if let expected {
+            try await shareIfPresent(namespace, digest: expected, size: total, lease: lease)
+        }
+        let key = BlobStore.ingestKey(namespace: namespace.name, ref: ref)
+        try await write { db in
+            try Self.ensureNamespace(db, namespace)
+            try db.execute(sql: "INSERT OR IGNORE INTO ingests (namespace, ref, key, expected, created_at) VALUES (?, ?, ?, ?, ?)",
+                           arguments: [namespace.name, ref, key, expected?.description, Timestamp.now.nanosecondsSinceEpoch])
+            if let lease {
+                try Self.addLeaseResource(db, namespace, lease: lease, LeaseResource(id: ref, type: "ingests"))
+            }
+        }
+        let blobs = self.blobs
+        let writer = try await runBlocking { () throws(BerthError) in
+            try blobs.openIngest(key: key, ref: ref, total: total)
+        }
+        return ContentWriter(store: self, namespace: namespace, lease: lease, writer: writer, expected: expected)
+    }
+
+    /// Throws `alreadyExists` if the namespace holds `digest`, first sharing a blob that is on
+    /// disk for another namespace into this one.
+    func shareIfPresent(_ namespace: Namespace, digest: Digest, size: Int64, lease: String?) async throws(BerthError) {
+        let blobs = self.blobs
+        try await write { db in
+            if try Bool.fetchOne(db, sql: "SELECT 1 FROM content WHERE namespace = ? AND digest = ?",
+                                 arguments: [namespace.name, digest.description]) == true {
+                throw BerthError.alreadyExists("content \(digest): already exists")
+            }
+            // Inside the write transaction, so garbage collection cannot remove the blob between
+            // this check and the row that makes it visible.
+            guard let onDisk = blobs.stat(digest), size <= 0 || onDisk.size == size else { return }
+            try Self.ensureNamespace(db, namespace)
+            try Self.insertContent(db, namespace, digest: digest, size: onDisk.size, labels: [:], lease: lease)
+            throw BerthError.alreadyExists("content \(digest): already exists")
+        }
+    }
+
+    static func insertContent(_ db: Database, _ namespace: Namespace, digest: Digest, size: Int64,
+                              labels: [String: String], lease: String?) throws {
+        let now = Timestamp.now.nanosecondsSinceEpoch
+        try db.execute(sql: "INSERT INTO content (namespace, digest, size, labels, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                       arguments: [namespace.name, digest.description, size, Codec.encode(labels), now, now])
+        if let lease {
+            try addLeaseResource(db, namespace, lease: lease, LeaseResource(id: digest.description, type: "content"))
+        }
+    }
+
+    /// Installs a verified ingest and makes it visible in `namespace`, in one transaction.
+    func commit(_ verified: VerifiedIngest, namespace: Namespace, ref: String, labels: [String: String], lease: String?) async throws(BerthError) {
+        try Labels.validate(labels)
+        let blobs = self.blobs
+        try await write { db in
+            try db.execute(sql: "DELETE FROM ingests WHERE namespace = ? AND ref = ?", arguments: [namespace.name, ref])
+            if let lease {
+                try db.execute(sql: "DELETE FROM lease_resources WHERE namespace = ? AND lease = ? AND type = 'ingests' AND id = ?",
+                               arguments: [namespace.name, lease, ref])
+            }
+            if try Bool.fetchOne(db, sql: "SELECT 1 FROM content WHERE namespace = ? AND digest = ?",
+                                 arguments: [namespace.name, verified.digest.description]) == true {
+                try? blobs.discardIngest(key: verified.key)
+                throw BerthError.alreadyExists("content \(verified.digest): already exists")
+            }
+            _ = try blobs.install(verified)
+            try Self.ensureNamespace(db, namespace)
+            try Self.insertContent(db, namespace, digest: verified.digest, size: verified.size, labels: labels, lease: lease)
+        }
+    }
+
+    public func ingestStatus(_ namespace: Namespace, ref: String) async throws(BerthError) -> IngestStatus {
+        let key = try await read { db in
+            try String.fetchOne(db, sql: "SELECT key FROM ingests WHERE namespace = ? AND ref = ?", arguments: [namespace.name, ref])
+        }
+        guard let key, var status = blobs.ingestStatus(key: key) else {
+            throw .notFound("ingest ref \(quoted(ref)): not found")
+        }
+        status.ref = ref
+        return status
+    }
+
+    /// Ingests of a namespace, filtered on `ref`.
+    public func ingestStatuses(_ namespace: Namespace, filter: Filter) async throws(BerthError) -> [(IngestStatus, Digest?)] {
+        let rows = try await read { db in
+            try Row.fetchAll(db, sql: "SELECT ref, key, expected FROM ingests WHERE namespace = ? ORDER BY ref", arguments: [namespace.name])
+                .map { (ref: $0["ref"] as String, key: $0["key"] as String, expected: $0["expected"] as String?) }
+        }
+        return rows.compactMap { row in
+            guard filter.matches(IngestRef(ref: row.ref)), var status = blobs.ingestStatus(key: row.key) else { return nil }
+            status.ref = row.ref
+            return (status, row.expected.flatMap { try? Digest(parsing: $0) })
+        }
+    }
+
+    /// Drops an ingest and its data; `notFound` if the namespace has none under `ref`.
+    public func abortIngest(_ namespace: Namespace, ref: String) async throws(BerthError) {
+        let key = BlobStore.ingestKey(namespace: namespace.name, ref: ref)
+        guard !blobs.isLocked(key) else { throw .unavailable("ref \(ref) is being written: unavailable") }
+        let blobs = self.blobs
+        try await write { db in
+            try db.execute(sql: "DELETE FROM ingests WHERE namespace = ? AND ref = ?", arguments: [namespace.name, ref])
+            let hadRow = db.changesCount > 0
+            try db.execute(sql: "DELETE FROM lease_resources WHERE namespace = ? AND type = 'ingests' AND id = ?", arguments: [namespace.name, ref])
+            let hadData = blobs.ingestStatus(key: key) != nil
+            try? blobs.discardIngest(key: key)
+            if !hadRow && !hadData { throw BerthError.notFound("ingest ref \(quoted(ref)): not found") }
+        }
+    }
+}
+
+struct IngestRef: Filterable {
+    let ref: String
+    func field(_ path: [String]) -> String? { path == ["ref"] ? ref : nil }
+}
+
+/// Runs a throwing closure off the cooperative pool, keeping its typed error.
+func runBlocking<T: Sendable>(_ body: @escaping @Sendable () throws(BerthError) -> T) async throws(BerthError) -> T {
+    let result: Result<T, BerthError> = await withCheckedContinuation { continuation in
+        DispatchQueue.global().async {
+            do throws(BerthError) { continuation.resume(returning: .success(try body())) } catch { continuation.resume(returning: .failure(error)) }
+        }
+    }
+    return try result.get()
+}
+
+/// One client's write into the content store: an ingest plus where its blob goes when committed.
+/// Used by one stream at a time; ``close()`` releases the ingest's lock and keeps its data.
+public final class ContentWriter: @unchecked Sendable {
+    let store: MetadataStore
+    public let namespace: Namespace
+    public let lease: String?
+    let writer: IngestWriter
+    public private(set) var expected: Digest?
+
+    init(store: MetadataStore, namespace: Namespace, lease: String?, writer: IngestWriter, expected: Digest?) {
+        self.store = store
+        self.namespace = namespace
+        self.lease = lease
+        self.writer = writer
+        self.expected = expected
+    }
+
+    public var ref: String { writer.ref }
+    public var offset: Int64 { writer.offset }
+    public var total: Int64 { writer.total }
+    public var status: IngestStatus { writer.status }
+    public var digest: Digest { writer.digest }
+
+    /// Records a newly declared expected digest and fails with `alreadyExists` (dropping this
+    /// ingest) if the namespace can already see it.
+    public func expect(_ digest: Digest) async throws(BerthError) {
+        expected = digest
+        do {
+            try await store.shareIfPresent(namespace, digest: digest, size: 0, lease: lease)
+        } catch let error where error.code == .alreadyExists {
+            writer.close()
+            try? await store.abortIngest(namespace, ref: writer.ref)
+            throw error
+        }
+    }
+
+    public func setTotal(_ total: Int64) throws(BerthError) { try writer.setTotal(total) }
+
+    public func write(_ bytes: [UInt8]) async throws(BerthError) {
+        let writer = self.writer
+        try await runBlocking { () throws(BerthError) in try writer.write(bytes) }
+    }
+
+    public func truncate() throws(BerthError) { try writer.truncate() }
+
+    /// Verifies size and digest, then stores the blob and makes it visible in the namespace.
+    public func commit(size: Int64, expected: Digest?, labels: [String: String]) async throws(BerthError) {
+        let writer = self.writer
+        let verified = try await runBlocking { () throws(BerthError) in
+            try writer.verify(size: size, expected: expected ?? self.expected)
+        }
+        defer { writer.close() }
+        try await store.commit(verified, namespace: namespace, ref: writer.ref, labels: labels, lease: lease)
+    }
+
+    public func close() { writer.close() }
+}

@@ -1,0 +1,86 @@
+import BerthCore
+import GRDB
+
+extension MetadataStore {
+    public func createLease(_ namespace: Namespace, id: String, labels: [String: String]) async throws(BerthError) -> Lease {
+        try Identifier.validate(id, field: "lease id")
+        try Labels.validate(labels)
+        return try await write { db in
+            try Self.ensureNamespace(db, namespace)
+            if try Bool.fetchOne(db, sql: "SELECT 1 FROM leases WHERE namespace = ? AND id = ?", arguments: [namespace.name, id]) == true {
+                throw BerthError.alreadyExists("lease \(quoted(id)): already exists")
+            }
+            let lease = Lease(id: id, labels: labels, createdAt: .now)
+            try db.execute(sql: "INSERT INTO leases (namespace, id, labels, created_at) VALUES (?, ?, ?, ?)",
+                           arguments: [namespace.name, id, Codec.encode(labels), lease.createdAt.nanosecondsSinceEpoch])
+            return lease
+        }
+    }
+
+    public func leases(_ namespace: Namespace, filter: Filter) async throws(BerthError) -> [Lease] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM leases WHERE namespace = ? ORDER BY created_at, id", arguments: [namespace.name])
+                .map { Lease(id: $0["id"], labels: Codec.labels($0["labels"]), createdAt: Codec.time($0, "created_at")) }
+                .filter(filter.matches)
+        }
+    }
+
+    public func deleteLease(_ namespace: Namespace, id: String) async throws(BerthError) {
+        try await write { db in
+            try db.execute(sql: "DELETE FROM leases WHERE namespace = ? AND id = ?", arguments: [namespace.name, id])
+            if db.changesCount == 0 { throw BerthError.notFound("lease \(quoted(id)): not found") }
+        }
+        onDeletion()
+    }
+
+    static func validate(_ resource: LeaseResource) throws(BerthError) {
+        switch resource.type {
+        case "content":
+            _ = try Digest(parsing: resource.id)
+        case "ingests":
+            guard !resource.id.isEmpty else { throw .invalidArgument("lease resource: ingest ref must not be empty") }
+        case let type where type.hasPrefix("snapshots/"):
+            guard !resource.id.isEmpty, type.count > "snapshots/".count else {
+                throw .invalidArgument("lease resource: snapshot key and snapshotter must be set")
+            }
+        default:
+            throw .invalidArgument("lease resource: unsupported resource type \(quoted(resource.type))")
+        }
+    }
+
+    public func addLeaseResource(_ namespace: Namespace, lease: String, _ resource: LeaseResource) async throws(BerthError) {
+        try Self.validate(resource)
+        try await write { db in try Self.addLeaseResource(db, namespace, lease: lease, resource) }
+    }
+
+    static func addLeaseResource(_ db: Database, _ namespace: Namespace, lease: String, _ resource: LeaseResource) throws {
+        guard try Bool.fetchOne(db, sql: "SELECT 1 FROM leases WHERE namespace = ? AND id = ?", arguments: [namespace.name, lease]) == true else {
+            throw BerthError.notFound("lease \(quoted(lease)): not found")
+        }
+        try db.execute(sql: "INSERT OR IGNORE INTO lease_resources (namespace, lease, type, id) VALUES (?, ?, ?, ?)",
+                       arguments: [namespace.name, lease, resource.type, resource.id])
+    }
+
+    public func deleteLeaseResource(_ namespace: Namespace, lease: String, _ resource: LeaseResource) async throws(BerthError) {
+        try Self.validate(resource)
+        try await write { db in
+            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM leases WHERE namespace = ? AND id = ?", arguments: [namespace.name, lease]) == true else {
+                throw BerthError.notFound("lease \(quoted(lease)): not found")
+            }
+            try db.execute(sql: "DELETE FROM lease_resources WHERE namespace = ? AND lease = ? AND type = ? AND id = ?",
+                           arguments: [namespace.name, lease, resource.type, resource.id])
+        }
+        onDeletion()
+    }
+
+    public func leaseResources(_ namespace: Namespace, lease: String) async throws(BerthError) -> [LeaseResource] {
+        try await read { db in
+            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM leases WHERE namespace = ? AND id = ?", arguments: [namespace.name, lease]) == true else {
+                throw BerthError.notFound("lease \(quoted(lease)): not found")
+            }
+            return try Row.fetchAll(db, sql: "SELECT type, id FROM lease_resources WHERE namespace = ? AND lease = ? ORDER BY type, id",
+                                    arguments: [namespace.name, lease])
+                .map { LeaseResource(id: $0["id"], type: $0["type"]) }
+        }
+    }
+}

@@ -1,0 +1,110 @@
+import BerthContent
+import BerthCore
+import Foundation
+import GRDB
+
+/// Berth's metadata: namespaces, images, containers, leases and which blobs each namespace sees,
+/// in one SQLite database (WAL mode) beside the content store.
+///
+/// Every method takes its namespace explicitly. Writes run in transactions on GRDB's writer
+/// queue, never on the cooperative pool; a crash leaves the last committed state.
+/// Errors are `BerthError`s: `notFound`, `alreadyExists`, `invalidArgument` and
+/// `failedPrecondition` as containerd's metadata store reports them.
+public final class MetadataStore: Sendable {
+    let pool: DatabasePool
+    public let blobs: BlobStore
+    /// Called after every deletion, so the owner can schedule garbage collection.
+    let onDeletion: @Sendable () -> Void
+
+    public init(path: String, blobs: BlobStore, onDeletion: @escaping @Sendable () -> Void = {}) throws(BerthError) {
+        self.blobs = blobs
+        self.onDeletion = onDeletion
+        do {
+            var configuration = Configuration()
+            configuration.foreignKeysEnabled = true
+            configuration.busyMode = .timeout(10)
+            configuration.prepareDatabase { db in
+                try db.execute(sql: "PRAGMA synchronous = NORMAL")
+            }
+            pool = try DatabasePool(path: path, configuration: configuration)
+            try Schema.migrator.migrate(pool)
+        } catch {
+            throw .internal("metadata database \(path): cannot open", underlying: SendableErrorBox(error))
+        }
+    }
+
+    /// The migrations applied so far, oldest first.
+    public func appliedMigrations() throws -> [String] {
+        try pool.read { db in try Schema.migrator.appliedMigrations(db) }
+    }
+
+    public func close() throws { try pool.close() }
+
+    // MARK: Transactions
+
+    func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(BerthError) -> T {
+        do { return try await pool.write(body) } catch { throw Self.convert(error) }
+    }
+
+    func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(BerthError) -> T {
+        do { return try await pool.read(body) } catch { throw Self.convert(error) }
+    }
+
+    static func convert(_ error: any Error) -> BerthError {
+        if let error = error as? BerthError { return error }
+        return .internal("metadata database", underlying: SendableErrorBox(error))
+    }
+
+    static func ensureNamespace(_ db: Database, _ namespace: Namespace) throws {
+        let now = Timestamp.now.nanosecondsSinceEpoch
+        try db.execute(sql: "INSERT OR IGNORE INTO namespaces (name, labels, created_at, updated_at) VALUES (?, '{}', ?, ?)",
+                       arguments: [namespace.name, now, now])
+    }
+}
+
+// MARK: Column codecs
+
+enum Codec {
+    private static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return encoder
+    }()
+
+    static func encode(_ labels: [String: String]) -> String {
+        guard !labels.isEmpty, let data = try? encoder.encode(labels) else { return "{}" }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    static func labels(_ text: String?) -> [String: String] {
+        guard let text, text != "{}" else { return [:] }
+        return (try? JSONDecoder().decode([String: String].self, from: Data(text.utf8))) ?? [:]
+    }
+
+    static func encode(_ extensions: [String: TypedValue]) -> String {
+        guard !extensions.isEmpty, let data = try? encoder.encode(extensions) else { return "{}" }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    static func extensions(_ text: String?) -> [String: TypedValue] {
+        guard let text, text != "{}" else { return [:] }
+        return (try? JSONDecoder().decode([String: TypedValue].self, from: Data(text.utf8))) ?? [:]
+    }
+
+    static func time(_ row: Row, _ column: String) -> Timestamp {
+        Timestamp(nanosecondsSinceEpoch: row[column] as Int64? ?? 0)
+    }
+}
+
+/// Applies containerd's update field paths (`labels`, `labels.<key>`, ...) to a label map.
+/// Returns false if `path` is not about labels of the given `prefix`.
+func applyMapPath(_ path: String, prefix: String, from updated: [String: String], to current: inout [String: String]) -> Bool {
+    if path == prefix {
+        current = updated
+        return true
+    }
+    guard path.hasPrefix(prefix + ".") else { return false }
+    let key = String(path.dropFirst(prefix.count + 1))
+    if let value = updated[key] { current[key] = value } else { current.removeValue(forKey: key) }
+    return true
+}
