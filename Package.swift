@@ -52,7 +52,7 @@ let package = Package(
         .target(
             name: "BerthServices",
             dependencies: [
-                "BerthAPI", "BerthCore", "BerthContent", "BerthMetadata",
+                "BerthAPI", "BerthCore", "BerthSystem", "BerthContent", "BerthMetadata",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,5 +1,6 @@
 import BerthContent
 import BerthCore
+import BerthSystem
 import Foundation
 import GRDB
 
@@ -182,16 +183,6 @@ extension MetadataStore {
 struct IngestRef: Filterable {
     let ref: String
     func field(_ path: [String]) -> String? { path == ["ref"] ? ref : nil }
-}
-
-/// Runs a throwing closure off the cooperative pool, keeping its typed error.
-func runBlocking<T: Sendable>(_ body: @escaping @Sendable () throws(BerthError) -> T) async throws(BerthError) -> T {
-    let result: Result<T, BerthError> = await withCheckedContinuation { continuation in
-        DispatchQueue.global().async {
-            do throws(BerthError) { continuation.resume(returning: .success(try body())) } catch { continuation.resume(returning: .failure(error)) }
-        }
-    }
-    return try result.get()
 }
 
 /// One client's write into the content store: an ingest plus where its blob goes when committed.

@@ -1,8 +1,22 @@
-import Dispatch
 import BerthCore
+import Dispatch
 
-/// Runs blocking work (file I/O, SQLite, syscalls that may sleep) on Dispatch's threads, so it
-/// never holds up a thread of Swift's cooperative pool.
+/// Runs blocking work (file I/O, syscalls that may sleep) on Dispatch's threads, so it never
+/// holds up a thread of Swift's cooperative pool. Keeps the body's typed error.
+public func runBlocking<T: Sendable>(_ body: @escaping @Sendable () throws(BerthError) -> T) async throws(BerthError) -> T {
+    let result: Result<T, BerthError> = await withCheckedContinuation { continuation in
+        DispatchQueue.global().async {
+            do throws(BerthError) {
+                continuation.resume(returning: .success(try body()))
+            } catch {
+                continuation.resume(returning: .failure(error))
+            }
+        }
+    }
+    return try result.get()
+}
+
+/// `runBlocking` for bodies that throw any error.
 public func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
     try await withCheckedThrowingContinuation { continuation in
         DispatchQueue.global().async {

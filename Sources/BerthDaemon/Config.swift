@@ -1,0 +1,118 @@
+import BerthCore
+import BerthSystem
+import TOMLKit
+
+/// berthd's configuration: containerd's keys where the concept is shared.
+///
+/// Built-in defaults serve without a file; a file overrides what it names; flags override both.
+public struct Config: Sendable, Equatable {
+    public var version = 2
+    public var root = "/var/lib/berth"
+    public var state = "/run/berth"
+    public var grpc = GRPC()
+    public var debug = Debug()
+    /// Seconds between the last deletion and garbage collection.
+    public var gcScheduleDelay: Duration = .milliseconds(50)
+
+    public struct GRPC: Sendable, Equatable {
+        public var address = "/run/berth/berthd.sock"
+        public var uid: UInt32 = 0
+        public var gid: UInt32 = 0
+        public var maxRecvMessageSize = 16 << 20
+        public var maxSendMessageSize = 16 << 20
+    }
+
+    public struct Debug: Sendable, Equatable {
+        public var level = "info"
+    }
+
+    public static let defaultPath = "/etc/berth/config.toml"
+
+    public init() {}
+
+    /// Loads `path`; a missing file at the default path is fine, elsewhere it is an error.
+    public static func load(path: String?) throws(BerthError) -> Config {
+        let path = path ?? defaultPath
+        guard FileSystem.exists(path) else {
+            if path == defaultPath { return Config() }
+            throw .notFound("config file \(path): not found")
+        }
+        return try parse(try FileSystem.readString(path), source: path)
+    }
+
+    public static func parse(_ text: String, source: String = "config") throws(BerthError) -> Config {
+        let file: File
+        do {
+            file = try TOMLDecoder().decode(File.self, from: text)
+        } catch {
+            throw .invalidArgument("\(source): \(error)")
+        }
+        var config = Config()
+        if let version = file.version {
+            guard version == 2 else { throw .invalidArgument("\(source): unsupported config version \(version), expected 2") }
+        }
+        if let root = file.root { config.root = root }
+        if let state = file.state { config.state = state }
+        if let grpc = file.grpc {
+            if let address = grpc.address { config.grpc.address = address }
+            if let uid = grpc.uid { config.grpc.uid = uid }
+            if let gid = grpc.gid { config.grpc.gid = gid }
+            if let size = grpc.max_recv_message_size { config.grpc.maxRecvMessageSize = size }
+            if let size = grpc.max_send_message_size { config.grpc.maxSendMessageSize = size }
+        }
+        if let level = file.debug?.level { config.debug.level = level }
+        for path in [config.root, config.state] where !path.hasPrefix("/") {
+            throw .invalidArgument("\(source): root and state must be absolute paths, got \(quoted(path))")
+        }
+        return config
+    }
+
+    /// The file's shape; every key optional so a file names only what it changes.
+    struct File: Decodable {
+        var version: Int?
+        var root: String?
+        var state: String?
+        var grpc: GRPCFile?
+        var debug: DebugFile?
+
+        struct GRPCFile: Decodable {
+            var address: String?
+            var uid: UInt32?
+            var gid: UInt32?
+            var max_recv_message_size: Int?
+            var max_send_message_size: Int?
+        }
+
+        struct DebugFile: Decodable {
+            var level: String?
+        }
+    }
+
+    /// What `berthd config default` prints: the defaults, commented.
+    public static var defaultText: String {
+        let d = Config()
+        return """
+        # berthd configuration. Keys follow containerd's where the concept is shared.
+        version = 2
+
+        # Persistent data: content blobs, the metadata database, snapshots.
+        root = "\(d.root)"
+        # Runtime state: sockets, shim state. Lost on reboot.
+        state = "\(d.state)"
+
+        [grpc]
+          # Unix socket serving containerd's API (ctr --address).
+          address = "\(d.grpc.address)"
+          # Owner of the socket; its mode is 0660.
+          uid = \(d.grpc.uid)
+          gid = \(d.grpc.gid)
+          max_recv_message_size = \(d.grpc.maxRecvMessageSize)
+          max_send_message_size = \(d.grpc.maxSendMessageSize)
+
+        [debug]
+          # trace, debug, info, warn (warning), error
+          level = "\(d.debug.level)"
+
+        """
+    }
+}

@@ -1,0 +1,141 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import BerthContent
+import BerthCore
+import BerthMetadata
+import BerthServices
+import BerthSystem
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import Logging
+import ServiceLifecycle
+
+/// berthd assembled: stores opened in dependency order, services wired to them, one gRPC
+/// server on the unix socket, all stopped together on SIGTERM/SIGINT.
+public final class Daemon: Sendable {
+    public let config: Config
+    let logger: Logger
+    let rootLock: FileLock
+    let metadata: MetadataStore
+    let gc: GarbageCollector
+    let events: EventBus
+    let uuid: String
+
+    /// Opens the root and state directories and the stores. Throws `unavailable` if another
+    /// berthd holds the root.
+    public init(config: Config, logger: Logger) throws(BerthError) {
+        self.config = config
+        self.logger = logger
+        umask(0o022)
+        try FileSystem.makeDirectories(config.root, mode: 0o711)
+        try FileSystem.makeDirectories(config.state, mode: 0o711)
+        do {
+            rootLock = try FileLock(path: "\(config.root)/berthd.lock")
+        } catch where error.code == .unavailable {
+            throw .unavailable("another berthd is using root \(config.root)")
+        }
+        uuid = try Self.serverUUID(root: config.root)
+        let blobs = try BlobStore(root: "\(config.root)/content")
+        let gcBox = GCBox()
+        metadata = try MetadataStore(path: "\(config.root)/metadata.db", blobs: blobs,
+                                     onDeletion: { gcBox.collector?.schedule() })
+        gc = GarbageCollector(store: metadata, logger: logger)
+        gcBox.collector = gc
+        events = EventBus(logger: logger)
+    }
+
+    /// A UUID made once per root and kept in `<root>/uuid`.
+    static func serverUUID(root: String) throws(BerthError) -> String {
+        let path = "\(root)/uuid"
+        if let text = try? FileSystem.readString(path), UUID(uuidString: text.trimmingCharacters(in: .whitespacesAndNewlines)) != nil {
+            return text.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
+        }
+        let uuid = UUID().uuidString.lowercased()
+        try FileSystem.writeAtomically(Array(uuid.utf8), to: path, mode: 0o644)
+        return uuid
+    }
+
+    var services: [any RegistrableRPCService] {
+        [
+            VersionService(revision: BuildInfo.revision),
+            IntrospectionService(plugins: Plugins.table, uuid: uuid, logger: logger),
+            NamespacesService(store: metadata, events: events, logger: logger),
+            ContentService(store: metadata, events: events, logger: logger),
+            ImagesService(store: metadata, gc: gc, events: events, logger: logger),
+            LeasesService(store: metadata, gc: gc, logger: logger),
+            ContainersService(store: metadata, events: events, logger: logger),
+            EventsService(bus: events, logger: logger),
+        ]
+    }
+
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully: in-flight calls finish,
+    /// event subscriptions end, the socket is removed and the database closed.
+    public func run() async throws {
+        let transport = try makeUnixServerTransport(
+            path: config.grpc.address,
+            socketGroup: config.grpc.gid == 0 ? nil : config.grpc.gid,
+            maxMessageSize: config.grpc.maxRecvMessageSize)
+        let server = GRPCServer(transport: transport, services: services, interceptors: [NamespaceInterceptor()])
+        let serving = ServerService(server: server, events: events, address: config.grpc.address, logger: logger)
+        let startup = StartupCollection(gc: gc, logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: serving), .init(service: startup, successTerminationBehavior: .ignore)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
+        try await group.run()
+        try? FileSystem.remove(config.grpc.address)
+        try? metadata.close()
+        logger.info("berthd stopped")
+    }
+}
+
+/// Lets the metadata store's deletion hook reach the collector built after it.
+private final class GCBox: @unchecked Sendable {
+    // Written once during Daemon.init, before any request can delete anything.
+    var collector: GarbageCollector?
+}
+
+/// The gRPC server as a lifecycle service.
+struct ServerService: Service {
+    let server: GRPCServer<HTTP2ServerTransport.Custom<UnixSocketListener>>
+    let events: EventBus
+    let address: String
+    let logger: Logger
+
+    func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                group.addTask { try await server.serve() }
+                if try await server.listeningAddress != nil {
+                    logger.info("serving containerd API", metadata: ["address": "\(address)"])
+                }
+            }
+        } onGracefulShutdown: {
+            logger.info("shutting down")
+            events.finishAll()
+            server.beginGracefulShutdown()
+        }
+    }
+}
+
+/// Collects garbage once shortly after start, as containerd's scheduler does, cleaning what a
+/// crash left behind.
+struct StartupCollection: Service {
+    let gc: GarbageCollector
+    let logger: Logger
+
+    func run() async throws {
+        try? await Task.sleep(for: .milliseconds(100))
+        do { try await gc.collect() } catch {
+            logger.error("startup garbage collection failed", metadata: ["error": "\(error)"])
+        }
+    }
+}
+
+public enum BuildInfo {
+    /// Set at build time by scripts that know the git revision; empty otherwise.
+    public static let revision = ""
+}

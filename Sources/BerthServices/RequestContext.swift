@@ -1,0 +1,48 @@
+import BerthCore
+import GRPCCore
+
+/// What containerd clients send in gRPC metadata with every call.
+public enum RequestContext {
+    /// `containerd-namespace`; `default` when a client sends none.
+    @TaskLocal public static var namespace: String = "default"
+    /// `containerd-lease`: the lease that holds whatever this call creates.
+    @TaskLocal public static var lease: String?
+
+    public static let namespaceKey = "containerd-namespace"
+    public static let leaseKey = "containerd-lease"
+
+    /// The request's namespace, validated.
+    static func currentNamespace() throws(BerthError) -> Namespace {
+        try Namespace(namespace)
+    }
+}
+
+/// Lifts the namespace and lease out of metadata into ``RequestContext`` for the whole call,
+/// including the response stream a handler produces after `next` returns.
+public struct NamespaceInterceptor: ServerInterceptor {
+    public init() {}
+
+    public func intercept<Input: Sendable, Output: Sendable>(
+        request: StreamingServerRequest<Input>,
+        context: ServerContext,
+        next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
+    ) async throws -> StreamingServerResponse<Output> {
+        let namespace = request.metadata[stringValues: RequestContext.namespaceKey].first(where: { _ in true }) ?? "default"
+        let lease = request.metadata[stringValues: RequestContext.leaseKey].first(where: { _ in true })
+        return try await RequestContext.$namespace.withValue(namespace) {
+            try await RequestContext.$lease.withValue(lease) {
+                var response = try await next(request, context)
+                if case .success(var contents) = response.accepted {
+                    let producer = contents.producer
+                    contents.producer = { writer in
+                        try await RequestContext.$namespace.withValue(namespace) {
+                            try await RequestContext.$lease.withValue(lease) { try await producer(writer) }
+                        }
+                    }
+                    response.accepted = .success(contents)
+                }
+                return response
+            }
+        }
+    }
+}
