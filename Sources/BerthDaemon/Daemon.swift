@@ -78,7 +78,7 @@ public final class Daemon: Sendable {
             socketGroup: config.grpc.gid == 0 ? nil : config.grpc.gid,
             maxMessageSize: config.grpc.maxRecvMessageSize)
         let server = GRPCServer(transport: transport, services: services, interceptors: [NamespaceInterceptor()])
-        let serving = ServerService(server: server, events: events, address: config.grpc.address, logger: logger)
+        let serving = ServerService(server: server, transport: transport, events: events, address: config.grpc.address, logger: logger)
         let startup = StartupCollection(gc: gc, logger: logger)
         let group = ServiceGroup(
             configuration: .init(
@@ -101,6 +101,7 @@ private final class GCBox: @unchecked Sendable {
 /// The gRPC server as a lifecycle service.
 struct ServerService: Service {
     let server: GRPCServer<HTTP2ServerTransport.Custom<UnixSocketListener>>
+    let transport: HTTP2ServerTransport.Custom<UnixSocketListener>
     let events: EventBus
     let address: String
     let logger: Logger
@@ -109,9 +110,8 @@ struct ServerService: Service {
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { try await server.serve() }
-                if try await server.listeningAddress != nil {
-                    logger.info("serving containerd API", metadata: ["address": "\(address)"])
-                }
+                _ = try await transport.listeningAddress
+                logger.info("serving containerd API", metadata: ["address": "\(address)"])
             }
         } onGracefulShutdown: {
             logger.info("shutting down")

@@ -2,8 +2,10 @@ import BerthCore
 import GRDB
 
 extension MetadataStore {
-    public func createLease(_ namespace: Namespace, id: String, labels: [String: String]) async throws(BerthError) -> Lease {
-        try Identifier.validate(id, field: "lease id")
+    /// Creates a lease; an empty `id` gets a generated one, as containerd's service does.
+    public func createLease(_ namespace: Namespace, id requested: String, labels: [String: String]) async throws(BerthError) -> Lease {
+        let id = requested.isEmpty ? Self.randomLeaseID() : requested
+        try Self.validateLeaseID(id)
         try Labels.validate(labels)
         return try await write { db in
             try Self.ensureNamespace(db, namespace)
@@ -15,6 +17,21 @@ extension MetadataStore {
                            arguments: [namespace.name, id, Codec.encode(labels), lease.createdAt.nanosecondsSinceEpoch])
             return lease
         }
+    }
+
+    /// Lease ids are not identifiers: clients make them from random base64 (`123-a_-b`), so
+    /// only emptiness, length and control characters are refused.
+    static func validateLeaseID(_ id: String) throws(BerthError) {
+        guard !id.isEmpty else { throw .invalidArgument("lease id must not be empty") }
+        guard id.utf8.count <= 256 else { throw .invalidArgument("lease id \(quoted(String(id.prefix(40))))...: longer than 256 bytes") }
+        guard !id.unicodeScalars.contains(where: { $0.value < 0x20 || $0 == "/" }) else {
+            throw .invalidArgument("lease id \(quoted(id)): must not contain '/' or control characters")
+        }
+    }
+
+    static func randomLeaseID() -> String {
+        let now = Timestamp.now
+        return "\(now.nanos)-" + String(UInt32.random(in: 0..<(1 << 24)), radix: 16)
     }
 
     public func leases(_ namespace: Namespace, filter: Filter) async throws(BerthError) -> [Lease] {

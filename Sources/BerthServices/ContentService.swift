@@ -135,6 +135,9 @@ public struct ContentService: Containerd_Services_Content_V1_Content.SimpleServi
             let writer = try await store.openWriter(namespace, ref: message.ref, lease: RequestContext.lease,
                                                     total: message.total, expected: expected)
             defer { writer.close() }
+            if writer.offset > 0 {
+                logger.info("resuming ingest", metadata: ["ref": "\(writer.ref)", "namespace": "\(namespace)", "offset": "\(writer.offset)"])
+            }
             var first = true
             while true {
                 var reply = APIWriteContentResponse()

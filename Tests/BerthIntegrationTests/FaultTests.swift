@@ -1,0 +1,87 @@
+import BerthTestSupport
+import Foundation
+import Testing
+
+@Suite("faults: crashes and interruptions", .serialized)
+struct FaultTests {
+    /// Polls `content active` until an ingest has written something; returns its listing.
+    static func waitForPartialIngest(_ daemon: DaemonProcess, namespace: String? = nil, while running: RunningCommand) throws -> String {
+        for _ in 0..<2000 {
+            let active = try daemon.ctr(["content", "active"], namespace: namespace, timeout: .seconds(10))
+            let lines = active.stdout.split(separator: "\n").dropFirst()
+            if lines.contains(where: { line in
+                let fields = line.split(whereSeparator: { $0 == "\t" || $0 == " " })
+                return fields.count > 1 && fields[1] != "0B"
+            }) {
+                return active.stdout
+            }
+            guard running.isRunning else { throw TestSupportError.failed("the writer finished before it could be interrupted") }
+            usleep(10_000)
+        }
+        throw TestSupportError.timeout("no partial ingest appeared")
+    }
+
+    @Test("kill -9 of berthd during a write leaves a consistent store, and the ingest resumes")
+    func crashDuringWrite() async throws {
+        try await withDaemon { daemon in
+            let size = 768 << 20
+            let blob = try ContentTests.randomFile(in: daemon.directory, size: size)
+            defer { try? FileManager.default.removeItem(atPath: blob.path) }
+            let arguments = ["ctr", "--address", daemon.socket, "content", "ingest", "--expected-size", "\(size)",
+                             "--expected-digest", blob.digest, "crash-ref"]
+            let writer = try Command.start(arguments, stdinFile: blob.path)
+            defer { writer.stop(signal: SIGKILL) }
+            _ = try Self.waitForPartialIngest(daemon, while: writer)
+            daemon.crash()
+            writer.stop(signal: SIGKILL)
+
+            try daemon.start()
+            // No partial blob is visible; the interrupted ingest is still there to resume.
+            #expect(!(try daemon.ctrOK(["content", "ls", "-q"])).contains(blob.digest))
+            let active = try daemon.ctrOK(["content", "active"])
+            #expect(active.contains("crash-ref"))
+            #expect(!(ImageTests.blobFiles(daemon).contains(String(blob.digest.dropFirst(7)))))
+
+            let resumed = try Command.run(arguments, stdinFile: blob.path, timeout: .seconds(600))
+            #expect(resumed.succeeded, "\(resumed)")
+            #expect(try daemon.ctrOK(["content", "ls", "-q"]).contains(blob.digest))
+            #expect(daemon.fullLog.contains("resuming ingest"))
+            #expect(!(try daemon.ctrOK(["content", "active"])).contains("crash-ref"))
+        }
+    }
+
+    @Test("an interrupted content fetch of a large blob resumes where it stopped")
+    func interruptedFetchResumes() async throws {
+        let images = try TestImages.build(bigMegabytes: 400)
+        defer { images.remove() }
+        let registry = try LocalRegistry()
+        defer { registry.stop() }
+        try registry.push(images)
+        try await withDaemon { daemon in
+            let arguments = ["ctr", "--address", daemon.socket, "content", "fetch", "--plain-http", "\(registry.host)/big:1"]
+            let fetch = try Command.start(arguments)
+            _ = try Self.waitForPartialIngest(daemon, while: fetch)
+            fetch.stop(signal: SIGKILL)
+            #expect(!(try daemon.ctrOK(["content", "active"])).split(separator: "\n").dropFirst().isEmpty)
+
+            let again = try Command.run(arguments, timeout: .seconds(600))
+            #expect(again.succeeded, "\(again)")
+            #expect(daemon.fullLog.contains("resuming ingest"))
+            #expect(try daemon.ctrOK(["images", "check"]).contains("complete"))
+        }
+    }
+
+    @Test("the database and blobs survive a crash with no work in flight")
+    func crashAtRest() async throws {
+        let images = try TestImages.build()
+        defer { images.remove() }
+        try await withDaemon { daemon in
+            try daemon.ctrOK(["images", "import", "--no-unpack", images.ociArchive])
+            let before = try daemon.ctrOK(["content", "ls", "-q"])
+            daemon.crash()
+            try daemon.start()
+            #expect(try daemon.ctrOK(["content", "ls", "-q"]) == before)
+            #expect(try daemon.ctrOK(["images", "check"]).contains("complete"))
+        }
+    }
+}
