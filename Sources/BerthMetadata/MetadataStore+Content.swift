@@ -95,18 +95,23 @@ extension MetadataStore {
     /// disk for another namespace into this one.
     func shareIfPresent(_ namespace: Namespace, digest: Digest, size: Int64, lease: String?) async throws(BerthError) {
         let blobs = self.blobs
-        try await write { db in
+        // Decided and recorded inside one write transaction, so garbage collection cannot remove
+        // the blob between this check and the row that makes it visible. The error is thrown
+        // after the transaction commits: throwing inside would roll the shared row back.
+        let present = try await write { db -> Bool in
             if try Bool.fetchOne(db, sql: "SELECT 1 FROM content WHERE namespace = ? AND digest = ?",
                                  arguments: [namespace.name, digest.description]) == true {
-                throw BerthError.alreadyExists("content \(digest): already exists")
+                if let lease {
+                    try Self.addLeaseResource(db, namespace, lease: lease, LeaseResource(id: digest.description, type: "content"))
+                }
+                return true
             }
-            // Inside the write transaction, so garbage collection cannot remove the blob between
-            // this check and the row that makes it visible.
-            guard let onDisk = blobs.stat(digest), size <= 0 || onDisk.size == size else { return }
+            guard let onDisk = blobs.stat(digest), size <= 0 || onDisk.size == size else { return false }
             try Self.ensureNamespace(db, namespace)
             try Self.insertContent(db, namespace, digest: digest, size: onDisk.size, labels: [:], lease: lease)
-            throw BerthError.alreadyExists("content \(digest): already exists")
+            return true
         }
+        if present { throw .alreadyExists("content \(digest): already exists") }
     }
 
     static func insertContent(_ db: Database, _ namespace: Namespace, digest: Digest, size: Int64,
@@ -123,7 +128,7 @@ extension MetadataStore {
     func commit(_ verified: VerifiedIngest, namespace: Namespace, ref: String, labels: [String: String], lease: String?) async throws(BerthError) {
         try Labels.validate(labels)
         let blobs = self.blobs
-        try await write { db in
+        let existed = try await write { db -> Bool in
             try db.execute(sql: "DELETE FROM ingests WHERE namespace = ? AND ref = ?", arguments: [namespace.name, ref])
             if let lease {
                 try db.execute(sql: "DELETE FROM lease_resources WHERE namespace = ? AND lease = ? AND type = 'ingests' AND id = ?",
@@ -132,12 +137,14 @@ extension MetadataStore {
             if try Bool.fetchOne(db, sql: "SELECT 1 FROM content WHERE namespace = ? AND digest = ?",
                                  arguments: [namespace.name, verified.digest.description]) == true {
                 try? blobs.discardIngest(key: verified.key)
-                throw BerthError.alreadyExists("content \(verified.digest): already exists")
+                return true
             }
             _ = try blobs.install(verified)
             try Self.ensureNamespace(db, namespace)
             try Self.insertContent(db, namespace, digest: verified.digest, size: verified.size, labels: labels, lease: lease)
+            return false
         }
+        if existed { throw .alreadyExists("content \(verified.digest): already exists") }
     }
 
     public func ingestStatus(_ namespace: Namespace, ref: String) async throws(BerthError) -> IngestStatus {

@@ -77,10 +77,11 @@ struct ContentTests {
             try daemon.ctrOK(["content", "ingest", "--expected-size", "\(3 << 20)", "--expected-digest", blob.digest, "ref-good"],
                              stdinFile: blob.path)
             #expect(try daemon.ctrOK(["content", "ls", "-q"]).contains(blob.digest))
-            let again = try daemon.ctr(["content", "ingest", "--expected-size", "\(3 << 20)", "--expected-digest", blob.digest, "ref-again"],
-                                       stdinFile: blob.path)
-            #expect(!again.succeeded)
-            #expect(again.stderr.contains("already exists"))
+            // The daemon answers AlreadyExists before any data moves; ctr counts that as done.
+            try daemon.ctrOK(["content", "ingest", "--expected-size", "\(3 << 20)", "--expected-digest", blob.digest, "ref-again"],
+                             stdinFile: blob.path)
+            #expect(daemon.fullLog.contains("content \(blob.digest): already exists"))
+            #expect(!(try daemon.ctrOK(["content", "active"])).contains("ref-again"))
         }
     }
 
