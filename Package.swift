@@ -39,7 +39,8 @@ let package = Package(
             dependencies: [
                 "BerthCore", "BerthSystem",
                 .product(name: "Crypto", package: "swift-crypto"),
-            ]
+            ],
+            exclude: ["README.md"]
         ),
         .target(
             name: "BerthMetadata",
@@ -47,7 +48,8 @@ let package = Package(
                 "BerthCore", "BerthSystem", "BerthContent",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            exclude: ["README.md"]
         ),
         .target(
             name: "BerthServices",
