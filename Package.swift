@@ -83,7 +83,14 @@ let package = Package(
         .target(name: "BerthTestSupport", dependencies: ["BerthCore"]),
         .testTarget(name: "BerthCoreTests", dependencies: ["BerthCore"]),
         .testTarget(name: "BerthContentTests", dependencies: ["BerthContent", "BerthTestSupport"]),
-        .testTarget(name: "BerthMetadataTests", dependencies: ["BerthMetadata", "BerthContent", "BerthTestSupport"]),
+        .testTarget(
+            name: "BerthMetadataTests",
+            dependencies: [
+                "BerthMetadata", "BerthContent", "BerthTestSupport",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(
             name: "BerthDaemonTests",
             dependencies: [

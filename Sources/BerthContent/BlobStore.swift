@@ -138,6 +138,11 @@ public final class BlobStore: Sendable {
                             startedAt: started ?? updated, updatedAt: updated)
     }
 
+    /// Names of every directory under `ingest/`, complete or not.
+    public func ingestKeys() -> [String] {
+        FileSystem.list("\(root)/ingest")
+    }
+
     /// All ingests on disk, active or interrupted.
     public func ingests() -> [IngestStatus] {
         FileSystem.list("\(root)/ingest").compactMap { ingestStatus(key: $0) }

@@ -55,13 +55,14 @@ struct Selector: Sendable {
     let value: String
     let regex: CompiledRegex?
 
+    /// As containerd: a missing field reads as the empty string for `!=` and `~=`.
     func matches(_ object: some Filterable) -> Bool {
-        guard let actual = object.field(fieldpath) else { return false }
+        let actual = object.field(fieldpath)
         switch op {
-        case .present: return true
+        case .present: return actual != nil
         case .equal: return actual == value
-        case .notEqual: return actual != value
-        case .matches: return regex?.matches(actual) ?? false
+        case .notEqual: return (actual ?? "") != value
+        case .matches: return regex?.matches(actual ?? "") ?? false
         }
     }
 }
@@ -175,6 +176,7 @@ struct FilterParser {
             case "v": out.append("\u{0B}")
             case "\\": out.append("\\")
             case quote: out.append(quote)
+            case "0"..."7": out.append(try parseOctal(first: e))
             case "x": out.append(try parseHex(count: 2))
             case "u": out.append(try parseHex(count: 4))
             case "U": out.append(try parseHex(count: 8))
@@ -185,10 +187,22 @@ struct FilterParser {
 
     private mutating func parseHex(count: Int) throws(BerthError) -> Unicode.Scalar {
         guard position + count <= input.count,
+              input[position..<position + count].allSatisfy({ $0.properties.isASCIIHexDigit }),
               let value = UInt32(String(String.UnicodeScalarView(input[position..<position + count])), radix: 16),
               let scalar = Unicode.Scalar(value)
         else { throw error("illegal numeric escape sequence") }
         position += count
+        return scalar
+    }
+
+    /// `\NNN`: exactly three octal digits (the first already read), at most 255, as in Go.
+    private mutating func parseOctal(first: Unicode.Scalar) throws(BerthError) -> Unicode.Scalar {
+        guard position + 2 <= input.count,
+              input[position..<position + 2].allSatisfy({ $0 >= "0" && $0 <= "7" }),
+              let value = UInt32(String(first) + String(String.UnicodeScalarView(input[position..<position + 2])), radix: 8),
+              value <= 255, let scalar = Unicode.Scalar(value)
+        else { throw error("illegal numeric escape sequence") }
+        position += 2
         return scalar
     }
 

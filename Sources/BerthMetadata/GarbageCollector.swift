@@ -74,8 +74,8 @@ public final class GarbageCollector: Sendable {
             }
             // Ingest directories without a record are leftovers of a crash before the record.
             let keys = Set(try String.fetchAll(db, sql: "SELECT key FROM ingests"))
-            for status in blobs.ingests() where !keys.contains(status.key) && !blobs.isLocked(status.key) {
-                try blobs.discardIngest(key: status.key)
+            for key in blobs.ingestKeys() where !keys.contains(key) && !blobs.isLocked(key) {
+                try blobs.discardIngest(key: key)
                 result.ingestsRemoved += 1
             }
             return result

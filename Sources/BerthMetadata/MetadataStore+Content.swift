@@ -137,6 +137,10 @@ extension MetadataStore {
             if try Bool.fetchOne(db, sql: "SELECT 1 FROM content WHERE namespace = ? AND digest = ?",
                                  arguments: [namespace.name, verified.digest.description]) == true {
                 try? blobs.discardIngest(key: verified.key)
+                // Still held by this writer's lease, so a pull protects every blob it touched.
+                if let lease {
+                    try Self.addLeaseResource(db, namespace, lease: lease, LeaseResource(id: verified.digest.description, type: "content"))
+                }
                 return true
             }
             _ = try blobs.install(verified)

@@ -1,3 +1,4 @@
+import BerthContent
 import BerthCore
 import GRDB
 
@@ -54,15 +55,16 @@ extension MetadataStore {
         }
     }
 
-    /// Deletes an empty namespace; `failedPrecondition` naming what it still holds otherwise.
+    /// Deletes a namespace that holds no images, blobs or containers (`failedPrecondition`
+    /// naming what it still holds otherwise). Its leases and ingests go with it, as in containerd.
     public func deleteNamespace(_ namespace: Namespace) async throws(BerthError) {
+        let blobs = self.blobs
         try await write { db in
             guard try Bool.fetchOne(db, sql: "SELECT 1 FROM namespaces WHERE name = ?", arguments: [namespace.name]) == true else {
                 throw BerthError.notFound("namespace \(namespace): not found")
             }
             var holds: [String] = []
-            for (table, noun) in [("images", "images"), ("content", "blobs"), ("containers", "containers"),
-                                  ("leases", "leases"), ("ingests", "ingests")] {
+            for (table, noun) in [("images", "images"), ("content", "blobs"), ("containers", "containers")] {
                 if try Bool.fetchOne(db, sql: "SELECT 1 FROM \(table) WHERE namespace = ? LIMIT 1", arguments: [namespace.name]) == true {
                     holds.append(noun)
                 }
@@ -70,7 +72,12 @@ extension MetadataStore {
             if !holds.isEmpty {
                 throw BerthError.failedPrecondition("namespace \(quoted(namespace.name)) must be empty, but it still has \(holds.joined(separator: ", "))")
             }
+            let keys = try String.fetchAll(db, sql: "SELECT key FROM ingests WHERE namespace = ?", arguments: [namespace.name])
+            try db.execute(sql: "DELETE FROM ingests WHERE namespace = ?", arguments: [namespace.name])
+            try db.execute(sql: "DELETE FROM lease_resources WHERE namespace = ?", arguments: [namespace.name])
+            try db.execute(sql: "DELETE FROM leases WHERE namespace = ?", arguments: [namespace.name])
             try db.execute(sql: "DELETE FROM namespaces WHERE name = ?", arguments: [namespace.name])
+            for key in keys where !blobs.isLocked(key) { try? blobs.discardIngest(key: key) }
         }
     }
 }

@@ -415,9 +415,7 @@ struct ContentLeaseTests {
             #expect(error?.code == .alreadyExists)
             let resources = try await store.leaseResources(defaultNS, lease: "pull")
             #expect(!resources.contains(LeaseResource(id: "dup", type: "ingests")), "the ingest left the lease")
-            withKnownIssue("MetadataStore.commit's already-exists path does not add the content to the lease") {
-                #expect(resources == [LeaseResource(id: Known.helloWorldSHA256.description, type: "content")])
-            }
+            #expect(resources == [LeaseResource(id: Known.helloWorldSHA256.description, type: "content")])
         }
     }
 

@@ -320,9 +320,7 @@ struct GarbageCollectorTests {
             #expect(mkdir(leftover, 0o700) == 0)
             #expect(FileManager.default.createFile(atPath: "\(leftover)/ref", contents: Data("r".utf8)))
             _ = try await collector(store).collect()
-            withKnownIssue("GarbageCollector sweeps BlobStore.ingests(), which skips directories without data, so this one is never removed") {
-                #expect(!FileManager.default.fileExists(atPath: leftover))
-            }
+            #expect(!FileManager.default.fileExists(atPath: leftover))
         }
     }
 

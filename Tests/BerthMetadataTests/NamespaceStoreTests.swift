@@ -114,11 +114,9 @@ struct NamespaceStoreTests {
             _ = try await store.createLease(moby, id: "l1", labels: [:])
             let writer = try await store.openWriter(moby, ref: "r", lease: nil, total: 0, expected: nil)
             writer.close()
-            await withKnownIssue("deleteNamespace also counts leases and ingests as contents") {
-                try await store.deleteNamespace(moby)
-                let gone = await #expect(throws: BerthError.self) { try await store.namespace(moby) }
-                #expect(gone?.code == .notFound)
-            }
+            try await store.deleteNamespace(moby)
+            let gone = await #expect(throws: BerthError.self) { try await store.namespace(moby) }
+            #expect(gone?.code == .notFound)
         }
     }
 
