@@ -31,13 +31,18 @@ extension MetadataStore {
         }
     }
 
+    /// The container's row; `notFound` if the namespace has no such container.
+    static func containerRow(_ db: Database, _ namespace: Namespace, id: String) throws -> Row {
+        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM containers WHERE namespace = ? AND id = ?",
+                                         arguments: [namespace.name, id]) else {
+            throw BerthError.notFound("container \(quoted(id)): not found")
+        }
+        return row
+    }
+
     public func container(_ namespace: Namespace, id: String) async throws(BerthError) -> Container {
         try await read { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM containers WHERE namespace = ? AND id = ?",
-                                             arguments: [namespace.name, id]) else {
-                throw BerthError.notFound("container \(quoted(id)): not found")
-            }
-            return Self.container(from: row)
+            Self.container(from: try Self.containerRow(db, namespace, id: id))
         }
     }
 
@@ -68,11 +73,7 @@ extension MetadataStore {
     /// replaced, and a changed runtime name or snapshotter is refused as immutable.
     public func updateContainer(_ namespace: Namespace, _ container: Container, paths: [String]) async throws(BerthError) -> Container {
         try await write { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM containers WHERE namespace = ? AND id = ?",
-                                             arguments: [namespace.name, container.id]) else {
-                throw BerthError.notFound("container \(quoted(container.id)): not found")
-            }
-            var updated = Self.container(from: row)
+            var updated = Self.container(from: try Self.containerRow(db, namespace, id: container.id))
             var paths = paths
             if paths.isEmpty {
                 if container.runtimeName != updated.runtimeName {

@@ -11,13 +11,18 @@ extension MetadataStore {
                     labels: Codec.labels(row["labels"]))
     }
 
+    /// The blob's row in a namespace; `notFound` if the namespace does not see it.
+    static func contentRow(_ db: Database, _ namespace: Namespace, digest: Digest) throws -> Row {
+        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM content WHERE namespace = ? AND digest = ?",
+                                         arguments: [namespace.name, digest.description]) else {
+            throw BerthError.notFound("content digest \(digest): not found")
+        }
+        return row
+    }
+
     public func contentInfo(_ namespace: Namespace, digest: Digest) async throws(BerthError) -> ContentInfo {
         try await read { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM content WHERE namespace = ? AND digest = ?",
-                                             arguments: [namespace.name, digest.description]) else {
-                throw BerthError.notFound("content digest \(digest): not found")
-            }
-            return try Self.contentInfo(from: row)
+            try Self.contentInfo(from: Self.contentRow(db, namespace, digest: digest))
         }
     }
 
@@ -31,11 +36,7 @@ extension MetadataStore {
     /// Updates a blob's labels in one namespace (paths `labels`, `labels.<key>`; none replaces all).
     public func updateContent(_ namespace: Namespace, digest: Digest, labels updated: [String: String], paths: [String]) async throws(BerthError) -> ContentInfo {
         try await write { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM content WHERE namespace = ? AND digest = ?",
-                                             arguments: [namespace.name, digest.description]) else {
-                throw BerthError.notFound("content digest \(digest): not found")
-            }
-            var info = try Self.contentInfo(from: row)
+            var info = try Self.contentInfo(from: Self.contentRow(db, namespace, digest: digest))
             if paths.isEmpty {
                 info.labels = updated
             } else {

@@ -23,13 +23,18 @@ extension MetadataStore {
             updatedAt: Codec.time(row, "updated_at"))
     }
 
+    /// The image's row; `notFound` if the namespace has no such image.
+    static func imageRow(_ db: Database, _ namespace: Namespace, name: String) throws -> Row {
+        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM images WHERE namespace = ? AND name = ?",
+                                         arguments: [namespace.name, name]) else {
+            throw BerthError.notFound("image \(quoted(name)): not found")
+        }
+        return row
+    }
+
     public func image(_ namespace: Namespace, name: String) async throws(BerthError) -> Image {
         try await read { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM images WHERE namespace = ? AND name = ?",
-                                             arguments: [namespace.name, name]) else {
-                throw BerthError.notFound("image \(quoted(name)): not found")
-            }
-            return try Self.image(from: row)
+            try Self.image(from: Self.imageRow(db, namespace, name: name))
         }
     }
 
@@ -61,11 +66,7 @@ extension MetadataStore {
     public func updateImage(_ namespace: Namespace, _ image: Image, paths: [String]) async throws(BerthError) -> Image {
         guard !image.name.isEmpty else { throw .invalidArgument("image name must not be empty") }
         return try await write { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM images WHERE namespace = ? AND name = ?",
-                                             arguments: [namespace.name, image.name]) else {
-                throw BerthError.notFound("image \(quoted(image.name)): not found")
-            }
-            var updated = try Self.image(from: row)
+            var updated = try Self.image(from: Self.imageRow(db, namespace, name: image.name))
             if paths.isEmpty {
                 updated.labels = image.labels
                 updated.target = image.target

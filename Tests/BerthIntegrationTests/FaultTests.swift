@@ -4,17 +4,19 @@ import Testing
 
 @Suite("faults: crashes and interruptions", .serialized)
 struct FaultTests {
-    /// Polls `content active` until an ingest has written something; returns its listing.
-    static func waitForPartialIngest(_ daemon: DaemonProcess, namespace: String? = nil, while running: RunningCommand) throws -> String {
+    /// Whether `ctr content active` lists an ingest that holds some bytes.
+    static func hasPartialIngest(_ daemon: DaemonProcess) throws -> Bool {
+        let active = try daemon.ctr(["content", "active"], timeout: .seconds(10))
+        return active.stdout.split(separator: "\n").dropFirst().contains { line in
+            let fields = line.split(whereSeparator: { $0 == "\t" || $0 == " " })
+            return fields.count > 1 && fields[1] != "0B"
+        }
+    }
+
+    /// Polls until an ingest has written something while `running` still writes.
+    static func waitForPartialIngest(_ daemon: DaemonProcess, while running: RunningCommand) throws {
         for _ in 0..<2000 {
-            let active = try daemon.ctr(["content", "active"], namespace: namespace, timeout: .seconds(10))
-            let lines = active.stdout.split(separator: "\n").dropFirst()
-            if lines.contains(where: { line in
-                let fields = line.split(whereSeparator: { $0 == "\t" || $0 == " " })
-                return fields.count > 1 && fields[1] != "0B"
-            }) {
-                return active.stdout
-            }
+            if try hasPartialIngest(daemon) { return }
             guard running.isRunning else { throw TestSupportError.failed("the writer finished before it could be interrupted") }
             usleep(10_000)
         }
@@ -31,7 +33,7 @@ struct FaultTests {
                              "--expected-digest", blob.digest, "crash-ref"]
             let writer = try Command.start(arguments, stdinFile: blob.path)
             defer { writer.stop(signal: SIGKILL) }
-            _ = try Self.waitForPartialIngest(daemon, while: writer)
+            try Self.waitForPartialIngest(daemon, while: writer)
             daemon.crash()
             writer.stop(signal: SIGKILL)
 
@@ -64,13 +66,9 @@ struct FaultTests {
             try await withDaemon { daemon in
                 let arguments = ["ctr", "--address", daemon.socket, "content", "fetch", "--plain-http", "\(registry.host)/big:1"]
                 let fetch = try Command.start(arguments)
-                _ = try Self.waitForPartialIngest(daemon, while: fetch)
+                try Self.waitForPartialIngest(daemon, while: fetch)
                 fetch.stop(signal: SIGKILL)
-                let partial = try daemon.ctrOK(["content", "active"]).split(separator: "\n").dropFirst().contains { line in
-                    let fields = line.split(whereSeparator: { $0 == "\t" || $0 == " " })
-                    return fields.count > 1 && fields[1] != "0B"
-                }
-                guard partial else { return }
+                guard try Self.hasPartialIngest(daemon) else { return }
                 interrupted = true
 
                 let again = try Command.run(arguments, timeout: .seconds(600))
