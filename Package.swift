@@ -33,7 +33,8 @@ let package = Package(
             exclude: ["README.md"]
         ),
         .target(name: "BerthCore"),
-        .target(name: "BerthSystem", dependencies: ["BerthCore"]),
+        .target(name: "CBerthSystem"),
+        .target(name: "BerthSystem", dependencies: ["BerthCore", "CBerthSystem"]),
         .target(
             name: "BerthContent",
             dependencies: [

@@ -29,6 +29,7 @@ public final class Daemon: Sendable {
         self.config = config
         self.logger = logger
         umask(0o022)
+        Memory.configureAllocator()
         try FileSystem.makeDirectories(config.root, mode: 0o711)
         try FileSystem.makeDirectories(config.state, mode: 0o711)
         do {

@@ -1,5 +1,6 @@
 import BerthContent
 import BerthCore
+import BerthSystem
 import Foundation
 import GRDB
 import Logging
@@ -80,6 +81,7 @@ public final class GarbageCollector: Sendable {
             }
             return result
         }
+        Memory.releaseFreePages()
         if result != Result() {
             logger.info("garbage collected", metadata: [
                 "content": "\(result.contentRowsRemoved)", "blobs": "\(result.blobsRemoved)",

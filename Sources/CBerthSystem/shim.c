@@ -1,0 +1,2 @@
+// CBerthSystem is header-only; SwiftPM needs one source file in a C target.
+#include "CBerthSystem.h"
