@@ -100,6 +100,14 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ]
         ),
-        .testTarget(name: "BerthIntegrationTests", dependencies: ["BerthCore", "BerthTestSupport"]),
+        .testTarget(
+            name: "BerthIntegrationTests",
+            dependencies: [
+                "BerthCore", "BerthTestSupport", "BerthAPI",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
+        ),
     ]
 )
