@@ -26,6 +26,20 @@ extension MetadataStore {
         }
     }
 
+    /// The size of a blob the namespace sees, read synchronously: for callers already off the
+    /// cooperative pool (a `Content/Read` does its lookup and first read in one blocking hop).
+    public func contentSize(_ namespace: Namespace, digest: Digest) throws(BerthError) -> Int64 {
+        let size: Int64?
+        do {
+            size = try pool.read { db in
+                try Int64.fetchOne(db.cachedStatement(sql: "SELECT size FROM content WHERE namespace = ? AND digest = ?"),
+                                   arguments: [namespace.name, digest.description])
+            }
+        } catch { throw Self.convert(error) }
+        guard let size else { throw .notFound("content digest \(digest): not found") }
+        return size
+    }
+
     public func contents(_ namespace: Namespace, filter: Filter) async throws(BerthError) -> [ContentInfo] {
         try await read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM content WHERE namespace = ? ORDER BY digest", arguments: [namespace.name])

@@ -74,24 +74,32 @@ public struct ContentService: Containerd_Services_Content_V1_Content.SimpleServi
         try await handle(logger, "Content/Read") {
             let namespace = try RequestContext.currentNamespace()
             let digest = try parseDigest(request.digest, field: "digest")
-            let info = try await store.contentInfo(namespace, digest: digest)
-            guard request.offset >= 0, request.offset <= info.size else {
-                throw BerthError(.outOfRange, "content \(digest): read past object length \(info.size) bytes")
-            }
-            var end = info.size
-            if request.size > 0 && request.offset + request.size < info.size { end = request.offset + request.size }
-            var offset = request.offset
-            let blobs = store.blobs
-            while offset < end {
+            let (offset, size) = (request.offset, request.size)
+            let store = self.store
+            let lookUpAndReadFirst = { @Sendable () throws(BerthError) -> (end: Int64, bytes: [UInt8]) in
+                let total = try store.contentSize(namespace, digest: digest)
+                guard offset >= 0, offset <= total else {
+                    throw BerthError(.outOfRange, "content \(digest): read past object length \(total) bytes")
+                }
+                let end = size > 0 && offset + size < total ? offset + size : total
                 let length = Int(min(Int64(Self.readChunkSize), end - offset))
-                let at = offset
-                let chunk = try await runBlocking { () throws(BerthError) in try blobs.read(digest, offset: at, length: length) }
+                return (end, length > 0 ? try store.blobs.read(digest, offset: offset, length: length) : [])
+            }
+            // Clients read in small pieces (ctr: 32 KiB per call), so the lookup and the first
+            // piece share one hop off the cooperative pool.
+            let first = try await runBlocking(lookUpAndReadFirst)
+            var position = offset
+            var chunk = first.bytes
+            while position < first.end {
                 guard !chunk.isEmpty else { throw BerthError(.dataLoss, "content \(digest): blob shorter than recorded size") }
                 var message = Containerd_Services_Content_V1_ReadContentResponse()
-                message.offset = offset
+                message.offset = position
                 message.data = Data(chunk)
                 try await response.write(message)
-                offset += Int64(chunk.count)
+                position += Int64(chunk.count)
+                guard position < first.end else { break }
+                let (at, length) = (position, Int(min(Int64(Self.readChunkSize), first.end - position)))
+                chunk = try await runBlocking { () throws(BerthError) in try store.blobs.read(digest, offset: at, length: length) }
             }
         }
     }
