@@ -11,8 +11,8 @@ public struct Config: Sendable, Equatable {
     public var state = "/run/berth"
     public var grpc = GRPC()
     public var debug = Debug()
-    /// Seconds between the last deletion and garbage collection.
-    public var gcScheduleDelay: Duration = .milliseconds(50)
+    /// How often garbage is collected when no deletion asks for it sooner.
+    public var gcInterval: Duration = .seconds(600)
 
     public struct GRPC: Sendable, Equatable {
         public var address = "/run/berth/berthd.sock"

@@ -80,10 +80,11 @@ public final class Daemon: Sendable {
             maxMessageSize: config.grpc.maxRecvMessageSize)
         let server = GRPCServer(transport: transport, services: services, interceptors: [NamespaceInterceptor()])
         let serving = ServerService(server: server, transport: transport, events: events, address: config.grpc.address, logger: logger)
-        let startup = StartupCollection(gc: gc, logger: logger)
+        let collection = PeriodicCollection(gc: gc, interval: config.gcInterval, logger: logger)
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: serving), .init(service: startup, successTerminationBehavior: .ignore)],
+                services: [.init(service: serving), .init(service: collection, successTerminationBehavior: .gracefullyShutdownGroup,
+                                                            failureTerminationBehavior: .gracefullyShutdownGroup)],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         try await group.run()
@@ -122,16 +123,27 @@ struct ServerService: Service {
     }
 }
 
-/// Collects garbage once shortly after start, as containerd's scheduler does, cleaning what a
-/// crash left behind.
-struct StartupCollection: Service {
+/// Collects garbage shortly after start, as containerd's scheduler does (cleaning what a crash
+/// left behind), and then periodically, so leases that expire (`containerd.io/gc.expire`) are
+/// collected even when no deletion schedules a collection. Deletions schedule their own.
+struct PeriodicCollection: Service {
     let gc: GarbageCollector
+    let interval: Duration
     let logger: Logger
 
     func run() async throws {
-        try? await Task.sleep(for: .milliseconds(100))
-        do { try await gc.collect() } catch {
-            logger.error("startup garbage collection failed", metadata: ["error": "\(error)"])
+        // Shutdown cancels the sleep; that is this service's normal end, not a failure.
+        try? await cancelWhenGracefulShutdown {
+            try await Task.sleep(for: .milliseconds(100))
+            var first = true
+            while !Task.isCancelled {
+                do { try await gc.collect() } catch {
+                    logger.error("garbage collection failed", metadata: ["error": "\(error)"])
+                }
+                if first { logger.info("start-up garbage collection done") }
+                first = false
+                try await Task.sleep(for: interval)
+            }
         }
     }
 }

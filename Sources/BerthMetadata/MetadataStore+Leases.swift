@@ -50,18 +50,27 @@ extension MetadataStore {
         onDeletion()
     }
 
+    /// containerd's resource types: `content` (id a digest), `ingests`, `snapshots/<snapshotter>`;
+    /// others are `unimplemented`, malformed ones `invalidArgument`.
     static func validate(_ resource: LeaseResource) throws(BerthError) {
-        switch resource.type {
-        case "content":
-            _ = try Digest(parsing: resource.id)
-        case "ingests":
-            guard !resource.id.isEmpty else { throw .invalidArgument("lease resource: ingest ref must not be empty") }
-        case let type where type.hasPrefix("snapshots/"):
-            guard !resource.id.isEmpty, type.count > "snapshots/".count else {
-                throw .invalidArgument("lease resource: snapshot key and snapshotter must be set")
+        let parts = resource.type.split(separator: "/", omittingEmptySubsequences: false)
+        switch parts.first {
+        case "content", "ingests":
+            guard parts.count == 1 else { throw .invalidArgument("lease resource: invalid resource type \(resource.type)") }
+            if parts.first == "content" {
+                do { _ = try Digest(parsing: resource.id) } catch {
+                    throw .invalidArgument("lease resource: invalid content resource id \(resource.id): \(error.message)")
+                }
+            } else if resource.id.isEmpty {
+                throw .invalidArgument("lease resource: ingest ref must not be empty")
             }
+        case "snapshots":
+            guard parts.count == 2, !parts[1].isEmpty else {
+                throw .invalidArgument("lease resource: invalid snapshot resource type \(resource.type)")
+            }
+            guard !resource.id.isEmpty else { throw .invalidArgument("lease resource: snapshot key must not be empty") }
         default:
-            throw .invalidArgument("lease resource: unsupported resource type \(quoted(resource.type))")
+            throw .unimplemented("lease resource: resource type \(resource.type) not supported yet")
         }
     }
 

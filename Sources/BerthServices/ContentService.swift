@@ -74,11 +74,12 @@ public struct ContentService: Containerd_Services_Content_V1_Content.SimpleServi
         try await handle(logger, "Content/Read") {
             let namespace = try RequestContext.currentNamespace()
             let digest = try parseDigest(request.digest, field: "digest")
-            let (offset, size) = (request.offset, request.size)
+            // As containerd: a negative offset reads from the start.
+            let (offset, size) = (max(request.offset, 0), request.size)
             let store = self.store
             let lookUpAndReadFirst = { @Sendable () throws(BerthError) -> (end: Int64, bytes: [UInt8]) in
                 let total = try store.contentSize(namespace, digest: digest)
-                guard offset >= 0, offset <= total else {
+                guard offset <= total else {
                     throw BerthError(.outOfRange, "content \(digest): read past object length \(total) bytes")
                 }
                 let end = size > 0 && offset + size < total ? offset + size : total

@@ -14,11 +14,13 @@ public struct EventsService: Containerd_Services_Events_V1_Events.SimpleServiceP
         self.logger = logger
     }
 
-    /// containerd's topic rule: `/`-separated, non-empty components, starting with `/`.
+    /// containerd's topic rule: starts with `/`, and every `/`-separated component is an identifier.
     static func validateTopic(_ topic: String) throws(BerthError) {
+        guard !topic.isEmpty else { throw .invalidArgument("topic must not be empty") }
         guard topic.hasPrefix("/") else { throw .invalidArgument("topic \(quoted(topic)): must start with '/'") }
-        guard topic.count > 1, !topic.dropFirst().split(separator: "/", omittingEmptySubsequences: false).contains(where: \.isEmpty) else {
-            throw .invalidArgument("topic \(quoted(topic)): components must not be empty")
+        guard topic.count > 1 else { throw .invalidArgument("topic \(quoted(topic)): must have at least one component") }
+        for component in topic.dropFirst().split(separator: "/", omittingEmptySubsequences: false) {
+            try Identifier.validate(String(component), field: "topic \(quoted(topic)) component")
         }
     }
 
@@ -40,6 +42,9 @@ public struct EventsService: Containerd_Services_Events_V1_Events.SimpleServiceP
         try await handle(logger, "Events/Forward") {
             _ = try Namespace(request.envelope.namespace)
             try Self.validateTopic(request.envelope.topic)
+            guard request.envelope.hasTimestamp else {
+                throw BerthError.invalidArgument("timestamp must be set on forwarded event")
+            }
             bus.forward(request.envelope)
             return Google_Protobuf_Empty()
         }

@@ -38,18 +38,23 @@ public final class DaemonProcess: @unchecked Sendable {
     public var logPath: String { "\(directory)/berthd.log" }
     public private(set) var process: RunningCommand?
     let makeArguments: @Sendable (DaemonProcess) throws -> [String]
+    /// A log line that marks the daemon as settled after start-up, if it writes one.
+    let settledLine: String?
 
     /// A berthd.
     public convenience init(extraArguments: [String] = []) throws {
-        try self.init(prefix: "berth-it") { daemon in
+        // berthd collects garbage once right after start; content a test writes without a lease
+        // before that would be collected, as containerd would collect it too.
+        try self.init(prefix: "berth-it", settledLine: "start-up garbage collection done") { daemon in
             [try TestEnvironment.berthd(), "--root", daemon.root, "--state", daemon.state, "--address", daemon.socket,
              "--log-level", "debug"] + extraArguments
         }
     }
 
-    init(prefix: String, arguments: @escaping @Sendable (DaemonProcess) throws -> [String]) throws {
+    init(prefix: String, settledLine: String? = nil, arguments: @escaping @Sendable (DaemonProcess) throws -> [String]) throws {
         directory = try TestEnvironment.makeTemporaryDirectory(prefix)
         makeArguments = arguments
+        self.settledLine = settledLine
     }
 
     /// Debian's containerd 1.6 on a temp root, for comparisons and interop; CRI and the
@@ -92,13 +97,15 @@ public final class DaemonProcess: @unchecked Sendable {
         process.standardInput = FileHandle.nullDevice
         try process.run()
         self.process = RunningCommand(arguments: args, process: process, directory: URL(fileURLWithPath: directory).appendingPathComponent("unused"))
+        let startsBefore = settledLine.map { fullLog.components(separatedBy: $0).count - 1 } ?? 0
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             guard process.isRunning else {
                 throw TestSupportError.failed("berthd exited with \(process.terminationStatus) during start-up:\n\(log(tail: 30))")
             }
             if FileManager.default.fileExists(atPath: socket),
-               let result = try? ctr(["version"], timeout: .seconds(5)), result.succeeded {
+               let result = try? ctr(["version"], timeout: .seconds(5)), result.succeeded,
+               settledLine.map({ line in log(tail: 1000).components(separatedBy: line).count > startsBefore + 1 }) ?? true {
                 return
             }
             usleep(50_000)

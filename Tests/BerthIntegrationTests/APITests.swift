@@ -353,9 +353,7 @@ struct APITests {
             await expectRPCError(.invalidArgument) { try await Self.publish(client, topic: "/a//b", event: payload, in: "default") }
             await expectRPCError(.invalidArgument, "namespace") { try await Self.publish(client, topic: "/a", event: payload, in: "Bad Name") }
             // containerd checks each topic component is an identifier.
-            await withKnownIssue("Berth's EventsService.validateTopic only refuses empty components, not non-identifiers") {
-                await expectRPCError(.invalidArgument) { try await Self.publish(client, topic: "/bad topic!", event: payload, in: "default") }
-            }
+            await expectRPCError(.invalidArgument) { try await Self.publish(client, topic: "/bad topic!", event: payload, in: "default") }
 
             try await withSubscription(client, filters: [#"topic=="/test/published""#]) { log in
                 let before = Date()
@@ -390,9 +388,7 @@ struct APITests {
             await expectRPCError(.invalidArgument, "must start with '/'") { try await Self.forward(client, bad) }
             bad = envelope
             bad.clearTimestamp()
-            await withKnownIssue("Berth's EventsService.forward does not refuse an envelope without a timestamp") {
-                await expectRPCError(.invalidArgument, "timestamp") { try await Self.forward(client, bad) }
-            }
+            await expectRPCError(.invalidArgument, "timestamp") { try await Self.forward(client, bad) }
 
             try await withSubscription(client, filters: ["namespace==fwd-other"]) { log in
                 // The caller's namespace is default; the envelope's own namespace is what counts.
@@ -599,10 +595,8 @@ struct APITests {
 
             await expectRPCError(.outOfRange, "read past") { try await Self.read(content, blob.digest, offset: Int64(size) + 1, size: 0) }
             // containerd reads a negative offset as 0 (contentserver.go Read).
-            await withKnownIssue("Berth's ContentService.read answers outOfRange for a negative offset") {
-                let negative = try await Self.read(content, blob.digest, offset: -1, size: 10)
-                #expect(negative.data == blob.data.prefix(10))
-            }
+            let negative = try await Self.read(content, blob.digest, offset: -1, size: 10)
+            #expect(negative.data == blob.data.prefix(10))
             await expectRPCError(.notFound) { try await Self.read(content, Self.emptyDigest, offset: 0, size: 0) }
             await expectRPCError(.invalidArgument) { try await Self.read(content, "sha256:short", offset: 0, size: 0) }
         }
@@ -684,12 +678,8 @@ struct APITests {
 
             // containerd: a type it does not know is NotImplemented; a snapshot type with more than
             // one '/' is InvalidArgument (metadata/leases.go parseLeaseResource).
-            await withKnownIssue("Berth's MetadataStore.validate(LeaseResource) answers invalidArgument for an unknown type") {
-                await expectRPCError(.unimplemented, "not supported") { try await Self.addResource(leases, "hold", Self.resource("x", "images")) }
-            }
-            await withKnownIssue("Berth's MetadataStore.validate(LeaseResource) accepts snapshots/<a>/<b>") {
-                await expectRPCError(.invalidArgument) { try await Self.addResource(leases, "hold", Self.resource("k", "snapshots/a/b")) }
-            }
+            await expectRPCError(.unimplemented, "not supported") { try await Self.addResource(leases, "hold", Self.resource("x", "images")) }
+            await expectRPCError(.invalidArgument) { try await Self.addResource(leases, "hold", Self.resource("k", "snapshots/a/b")) }
         }
     }
 

@@ -56,9 +56,11 @@ struct ImageTests {
             let digest = { (text: String) in text.split(separator: " ").first { $0.hasPrefix("sha256:") } }
             #expect(digest(ours) != nil)
             #expect(digest(ours) == digest(theirs))
+            // containerd may still hold the transient index ctr wrote until its own collection runs.
             let ourContent = Set(try daemon.ctrOK(["content", "ls", "-q"]).split(separator: "\n"))
             let theirContent = Set(try containerd.ctrOK(["content", "ls", "-q"]).split(separator: "\n"))
-            #expect(ourContent == theirContent)
+            #expect(ourContent.count == 5)
+            #expect(ourContent.isSubset(of: theirContent), "missing in containerd: \(ourContent.subtracting(theirContent))")
         }
     }
 

@@ -152,20 +152,22 @@ struct LeaseStoreTests {
     }
 
     @Test(arguments: [
-        (LeaseResource(id: "x", type: "containers"), "unsupported resource type \"containers\""),
-        (LeaseResource(id: "x", type: ""), "unsupported resource type"),
-        (LeaseResource(id: "x", type: "snapshots"), "unsupported resource type"),
-        (LeaseResource(id: "x", type: "snapshots/"), "snapshot key and snapshotter must be set"),
-        (LeaseResource(id: "", type: "snapshots/overlayfs"), "snapshot key and snapshotter must be set"),
-        (LeaseResource(id: "", type: "ingests"), "ingest ref must not be empty"),
-        (LeaseResource(id: "sha256:abc", type: "content"), "invalid checksum digest length"),
-        (LeaseResource(id: "not-a-digest", type: "content"), "invalid checksum digest format"),
+        (LeaseResource(id: "x", type: "containers"), BerthError.Code.unimplemented, "resource type containers not supported yet"),
+        (LeaseResource(id: "x", type: ""), .unimplemented, "not supported yet"),
+        (LeaseResource(id: "x", type: "snapshots"), .invalidArgument, "invalid snapshot resource type"),
+        (LeaseResource(id: "x", type: "snapshots/"), .invalidArgument, "invalid snapshot resource type"),
+        (LeaseResource(id: "x", type: "snapshots/a/b"), .invalidArgument, "invalid snapshot resource type"),
+        (LeaseResource(id: "x", type: "content/x"), .invalidArgument, "invalid resource type"),
+        (LeaseResource(id: "", type: "snapshots/overlayfs"), .invalidArgument, "snapshot key must not be empty"),
+        (LeaseResource(id: "", type: "ingests"), .invalidArgument, "ingest ref must not be empty"),
+        (LeaseResource(id: "sha256:abc", type: "content"), .invalidArgument, "invalid checksum digest length"),
+        (LeaseResource(id: "not-a-digest", type: "content"), .invalidArgument, "invalid checksum digest format"),
     ])
-    func invalidResources(resource: LeaseResource, words: String) async throws {
+    func invalidResources(resource: LeaseResource, code: BerthError.Code, words: String) async throws {
         try await withStore { (store, _) async throws in
             _ = try await store.createLease(defaultNS, id: "l", labels: [:])
             let error = await #expect(throws: BerthError.self) { try await store.addLeaseResource(defaultNS, lease: "l", resource) }
-            #expect(error?.code == .invalidArgument)
+            #expect(error?.code == code)
             #expect(error?.message.contains(words) == true, "\(error?.message ?? "") should contain \(words)")
             #expect(try await store.leaseResources(defaultNS, lease: "l").isEmpty)
         }
