@@ -57,13 +57,17 @@ public struct ImagesService: Containerd_Services_Images_V1_Images.SimpleServiceP
             let namespace = try RequestContext.currentNamespace()
             guard !request.image.name.isEmpty else { throw BerthError.invalidArgument("Image.Name required") }
             let paths = request.updateMask.paths
-            // A mask that leaves the target alone may carry an empty one.
+            // A mask that leaves the target alone may come with an empty one; the stored target
+            // then stands in (only the paths named are applied).
             let target: Descriptor
             if paths.isEmpty || paths.contains("target") {
                 target = try Descriptor(request.image.target, field: "image.target")
+            } else if let sent = try? Descriptor(request.image.target, field: "image.target") {
+                target = sent
             } else {
-                target = Descriptor(mediaType: "", digest: try Digest(parsing: "sha256:" + String(repeating: "0", count: 64)), size: 0,
-                                    annotations: request.image.target.annotations)
+                var stored = try await store.image(namespace, name: request.image.name).target
+                stored.annotations = request.image.target.annotations  // for `annotations.<key>` paths
+                target = stored
             }
             let image = try await store.updateImage(namespace, Image(name: request.image.name, labels: request.image.labels, target: target),
                                                     paths: paths)
