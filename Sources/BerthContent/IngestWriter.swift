@@ -34,14 +34,7 @@ public final class IngestWriter: @unchecked Sendable {
             // Resume: hash what an earlier writer left so the final digest covers all of it.
             fd = open(dataPath, O_RDWR | O_APPEND | O_CLOEXEC)
             guard fd >= 0 else { throw errnoError("open ingest \(ref)") }
-            var position: Int64 = 0
-            while true {
-                let chunk = try preadFully(fd: fd, offset: position, length: 1 << 20, what: "ingest \(ref)")
-                if chunk.isEmpty { break }
-                hasher.update(data: chunk)
-                position += Int64(chunk.count)
-            }
-            offset = position
+            offset = try hashContents(of: fd, into: &hasher, what: "ingest \(ref)")
             let recordedTotal = (try? FileSystem.readString("\(directory)/total")).flatMap(Int64.init) ?? 0
             self.total = total > 0 ? total : recordedTotal
             startedAt = (try? FileSystem.readString("\(directory)/startedat")).flatMap(Int64.init)
@@ -122,13 +115,7 @@ public final class IngestWriter: @unchecked Sendable {
 
     private func rehash(_ algorithm: DigestAlgorithm) throws(BerthError) -> Digest {
         func run<H: HashFunction>(_ hasher: inout H) throws(BerthError) -> Digest {
-            var position: Int64 = 0
-            while true {
-                let chunk = try preadFully(fd: fd, offset: position, length: 1 << 20, what: "ingest \(ref)")
-                if chunk.isEmpty { break }
-                hasher.update(data: chunk)
-                position += Int64(chunk.count)
-            }
+            _ = try hashContents(of: fd, into: &hasher, what: "ingest \(ref)")
             return Digest(algorithm: algorithm, bytes: hasher.finalize())
         }
         switch algorithm {
@@ -136,5 +123,16 @@ public final class IngestWriter: @unchecked Sendable {
         case .sha384: var h = SHA384(); return try run(&h)
         case .sha512: var h = SHA512(); return try run(&h)
         }
+    }
+}
+
+/// Feeds a whole file to `hasher` in 1 MiB pieces; returns its length.
+private func hashContents<H: HashFunction>(of fd: Int32, into hasher: inout H, what: String) throws(BerthError) -> Int64 {
+    var position: Int64 = 0
+    while true {
+        let chunk = try preadFully(fd: fd, offset: position, length: 1 << 20, what: what)
+        if chunk.isEmpty { return position }
+        hasher.update(data: chunk)
+        position += Int64(chunk.count)
     }
 }
