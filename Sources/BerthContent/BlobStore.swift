@@ -182,6 +182,8 @@ public struct IngestStatus: Sendable {
     public var total: Int64
     public var startedAt: Timestamp
     public var updatedAt: Timestamp
+    /// The digest the writer declared, when the metadata store knows it.
+    public var expected: Digest? = nil
 }
 
 /// An ingest whose size and digest were checked and whose data is on disk, ready to install.

@@ -167,26 +167,29 @@ extension MetadataStore {
     }
 
     public func ingestStatus(_ namespace: Namespace, ref: String) async throws(BerthError) -> IngestStatus {
-        let key = try await read { db in
-            try String.fetchOne(db, sql: "SELECT key FROM ingests WHERE namespace = ? AND ref = ?", arguments: [namespace.name, ref])
-        }
-        guard let key, var status = blobs.ingestStatus(key: key) else {
+        guard let status = try await ingestStatuses(namespace, where: "ref = ?", [ref]).first else {
             throw .notFound("ingest ref \(quoted(ref)): not found")
         }
-        status.ref = ref
         return status
     }
 
     /// Ingests of a namespace, filtered on `ref`.
-    public func ingestStatuses(_ namespace: Namespace, filter: Filter) async throws(BerthError) -> [(IngestStatus, Digest?)] {
+    public func ingestStatuses(_ namespace: Namespace, filter: Filter) async throws(BerthError) -> [IngestStatus] {
+        try await ingestStatuses(namespace, where: "1", []).filter { filter.matches(IngestRef(ref: $0.ref)) }
+    }
+
+    /// Ingests recorded for a namespace that still have data, with the digests their writers declared.
+    private func ingestStatuses(_ namespace: Namespace, where condition: String, _ arguments: [String]) async throws(BerthError) -> [IngestStatus] {
         let rows = try await read { db in
-            try Row.fetchAll(db, sql: "SELECT ref, key, expected FROM ingests WHERE namespace = ? ORDER BY ref", arguments: [namespace.name])
+            try Row.fetchAll(db, sql: "SELECT ref, key, expected FROM ingests WHERE namespace = ? AND \(condition) ORDER BY ref",
+                             arguments: StatementArguments([namespace.name] + arguments))
                 .map { (ref: $0["ref"] as String, key: $0["key"] as String, expected: $0["expected"] as String?) }
         }
         return rows.compactMap { row in
-            guard filter.matches(IngestRef(ref: row.ref)), var status = blobs.ingestStatus(key: row.key) else { return nil }
+            guard var status = blobs.ingestStatus(key: row.key) else { return nil }
             status.ref = row.ref
-            return (status, row.expected.flatMap { try? Digest(parsing: $0) })
+            status.expected = row.expected.flatMap { try? Digest(parsing: $0) }
+            return status
         }
     }
 

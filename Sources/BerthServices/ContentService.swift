@@ -110,7 +110,7 @@ public struct ContentService: Containerd_Services_Content_V1_Content.SimpleServi
             let namespace = try RequestContext.currentNamespace()
             let status = try await store.ingestStatus(namespace, ref: request.ref)
             var response = Containerd_Services_Content_V1_StatusResponse()
-            response.status = .init(status, expected: nil)
+            response.status = .init(status)
             return response
         }
     }
@@ -120,7 +120,7 @@ public struct ContentService: Containerd_Services_Content_V1_Content.SimpleServi
             let namespace = try RequestContext.currentNamespace()
             var response = Containerd_Services_Content_V1_ListStatusesResponse()
             response.statuses = try await store.ingestStatuses(namespace, filter: try Filter.request(request.filters))
-                .map { APIContentStatus($0.0, expected: $0.1) }
+                .map(APIContentStatus.init)
             return response
         }
     }
@@ -192,13 +192,13 @@ public struct ContentService: Containerd_Services_Content_V1_Content.SimpleServi
 }
 
 extension APIContentStatus {
-    init(_ status: IngestStatus, expected: Digest?) {
+    init(_ status: IngestStatus) {
         self.init()
         ref = status.ref
         offset = status.offset
         total = status.total
         startedAt = .init(status.startedAt)
         updatedAt = .init(status.updatedAt)
-        self.expected = expected?.description ?? ""
+        expected = status.expected?.description ?? ""
     }
 }

@@ -292,8 +292,9 @@ struct IngestStoreTests {
             #expect(elsewhere?.message == #"ingest ref "layer": not found"#)
 
             let statuses = try await store.ingestStatuses(ns("one"), filter: .all)
-            #expect(statuses.map(\.0.ref) == ["layer"])
-            #expect(statuses.first?.1 == Known.helloWorldSHA256, "the expected digest is reported")
+            #expect(statuses.map(\.ref) == ["layer"])
+            #expect(statuses.first?.expected == Known.helloWorldSHA256, "the expected digest is reported")
+            #expect(try await store.ingestStatus(ns("one"), ref: "layer").expected == Known.helloWorldSHA256)
             #expect(try await store.ingestStatuses(ns("two"), filter: .all).isEmpty)
             writer.close()
         }
@@ -306,9 +307,9 @@ struct IngestStoreTests {
                 writer.close()
             }
             func refs(_ filter: String) async throws -> [String] {
-                try await store.ingestStatuses(defaultNS, filter: Filter(parsing: [filter])).map(\.0.ref)
+                try await store.ingestStatuses(defaultNS, filter: Filter(parsing: [filter])).map(\.ref)
             }
-            #expect(try await store.ingestStatuses(defaultNS, filter: .all).map(\.0.ref) == ["config", "layer-1", "layer-2"])
+            #expect(try await store.ingestStatuses(defaultNS, filter: .all).map(\.ref) == ["config", "layer-1", "layer-2"])
             #expect(try await refs("ref==config") == ["config"])
             #expect(try await refs("ref~=^layer-") == ["layer-1", "layer-2"])
             #expect(try await refs("expected") == [], "only ref is a field")
