@@ -81,6 +81,16 @@ public final class BlobStore: Sendable {
         return try preadFully(fd: fd, offset: offset, length: length, what: "content \(digest)")
     }
 
+    /// Opens a blob for reading; the open file keeps serving even if the blob is deleted meanwhile.
+    public func openReader(_ digest: Digest) throws(BerthError) -> BlobReader {
+        let fd = open(path(of: digest), O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT { throw .notFound("content \(digest): not found") }
+            throw errnoError("open content \(digest)")
+        }
+        return BlobReader(fd: fd, digest: digest)
+    }
+
     /// The whole blob, for small documents (manifests, indexes, configs).
     public func readAll(_ digest: Digest, limit: Int64 = 64 << 20) throws(BerthError) -> [UInt8] {
         guard let info = stat(digest) else { throw .notFound("content \(digest): not found") }
@@ -220,5 +230,23 @@ extension BlobStore {
         hasher.update(data: [0])
         hasher.update(data: Array(ref.utf8))
         return Digest(algorithm: .sha256, bytes: hasher.finalize()).encoded
+    }
+}
+
+/// An open blob. Reads may come from any thread, one at a time; the file closes with the reader.
+public final class BlobReader: @unchecked Sendable {
+    private let fd: Int32
+    public let digest: Digest
+
+    init(fd: Int32, digest: Digest) {
+        self.fd = fd
+        self.digest = digest
+    }
+
+    deinit { close(fd) }
+
+    /// Up to `length` bytes at `offset`; fewer at the end.
+    public func read(offset: Int64, length: Int) throws(BerthError) -> [UInt8] {
+        try preadFully(fd: fd, offset: offset, length: length, what: "content \(digest)")
     }
 }

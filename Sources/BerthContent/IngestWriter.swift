@@ -32,9 +32,15 @@ public final class IngestWriter: @unchecked Sendable {
         let dataPath = "\(directory)/data"
         if FileSystem.exists(dataPath) {
             // Resume: hash what an earlier writer left so the final digest covers all of it.
-            fd = open(dataPath, O_RDWR | O_APPEND | O_CLOEXEC)
-            guard fd >= 0 else { throw errnoError("open ingest \(ref)") }
-            offset = try hashContents(of: fd, into: &hasher, what: "ingest \(ref)")
+            let file = open(dataPath, O_RDWR | O_APPEND | O_CLOEXEC)
+            guard file >= 0 else { throw errnoError("open ingest \(ref)") }
+            do throws(BerthError) {
+                offset = try hashContents(of: file, into: &hasher, what: "ingest \(ref)")
+            } catch {
+                Glibc.close(file)  // init fails before deinit could close it
+                throw error
+            }
+            fd = file
             let recordedTotal = (try? FileSystem.readString("\(directory)/total")).flatMap(Int64.init) ?? 0
             self.total = total > 0 ? total : recordedTotal
             startedAt = (try? FileSystem.readString("\(directory)/startedat")).flatMap(Int64.init)

@@ -81,12 +81,15 @@ public final class Daemon: Sendable {
         let server = GRPCServer(transport: transport, services: services, interceptors: [NamespaceInterceptor()])
         let serving = ServerService(server: server, transport: transport, events: events, address: config.grpc.address, logger: logger)
         let collection = PeriodicCollection(gc: gc, interval: config.gcInterval, logger: logger)
-        let group = ServiceGroup(
-            configuration: .init(
-                services: [.init(service: serving), .init(service: collection, successTerminationBehavior: .gracefullyShutdownGroup,
-                                                            failureTerminationBehavior: .gracefullyShutdownGroup)],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger))
+        var configuration = ServiceGroupConfiguration(
+            services: [.init(service: serving), .init(service: collection, successTerminationBehavior: .gracefullyShutdownGroup,
+                                                        failureTerminationBehavior: .gracefullyShutdownGroup)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger)
+        // In-flight calls get this long to finish after SIGTERM; then they are cancelled.
+        configuration.maximumGracefulShutdownDuration = .seconds(10)
+        configuration.maximumCancellationDuration = .seconds(5)
+        let group = ServiceGroup(configuration: configuration)
         try await group.run()
         try? FileSystem.remove(config.grpc.address)
         try? metadata.close()

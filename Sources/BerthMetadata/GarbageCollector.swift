@@ -55,28 +55,36 @@ public final class GarbageCollector: Sendable {
     public func collect() async throws(BerthError) -> Result {
         let blobs = store.blobs
         let start = ContinuousClock.now
-        let result = try await store.write { db in
+        // Rows go first, in one transaction; files go only after it commits, while this
+        // collection still holds the database's writer, so no commit or share can interleave.
+        // A crash or a failed commit therefore never leaves a row whose blob is gone.
+        let result = try await store.writeWithoutTransaction { db in
             var result = Result()
-            result.leasesExpired = try Self.deleteExpiredLeases(db)
-            let marked = try Self.mark(db, blobs: blobs)
-            // Sweep content rows namespace by namespace.
-            for row in try Row.fetchAll(db, sql: "SELECT namespace, digest FROM content") {
-                let key = ContentKey(namespace: row["namespace"], digest: row["digest"])
-                if !marked.contains(key) {
-                    try db.execute(sql: "DELETE FROM content WHERE namespace = ? AND digest = ?", arguments: [key.namespace, key.digest])
-                    result.contentRowsRemoved += 1
+            var doomedBlobs: [Digest] = []
+            var doomedIngests: [String] = []
+            try db.inTransaction {
+                result.leasesExpired = try Self.deleteExpiredLeases(db)
+                let marked = try Self.mark(db, blobs: blobs)
+                // Sweep content rows namespace by namespace.
+                for row in try Row.fetchAll(db, sql: "SELECT namespace, digest FROM content") {
+                    let key = ContentKey(namespace: row["namespace"], digest: row["digest"])
+                    if !marked.contains(key) {
+                        try db.execute(sql: "DELETE FROM content WHERE namespace = ? AND digest = ?", arguments: [key.namespace, key.digest])
+                        result.contentRowsRemoved += 1
+                    }
                 }
+                // Then blobs no namespace names any more.
+                let named = Set(try String.fetchAll(db, sql: "SELECT DISTINCT digest FROM content"))
+                doomedBlobs = blobs.allBlobs().filter { !named.contains($0.description) }
+                // Ingest directories without a record are leftovers of a crash before the record.
+                let keys = Set(try String.fetchAll(db, sql: "SELECT key FROM ingests"))
+                doomedIngests = blobs.ingestKeys().filter { !keys.contains($0) }
+                return .commit
             }
-            // Then blobs no namespace names any more.
-            let named = Set(try String.fetchAll(db, sql: "SELECT DISTINCT digest FROM content"))
-            for digest in blobs.allBlobs() where !named.contains(digest.description) {
-                try blobs.delete(digest)
+            for digest in doomedBlobs where (try? blobs.delete(digest)) != nil {
                 result.blobsRemoved += 1
             }
-            // Ingest directories without a record are leftovers of a crash before the record.
-            let keys = Set(try String.fetchAll(db, sql: "SELECT key FROM ingests"))
-            for key in blobs.ingestKeys() where !keys.contains(key) && !blobs.isLocked(key) {
-                try blobs.discardIngest(key: key)
+            for key in doomedIngests where !blobs.isLocked(key) && (try? blobs.discardIngest(key: key)) != nil {
                 result.ingestsRemoved += 1
             }
             return result
@@ -114,8 +122,12 @@ public final class GarbageCollector: Sendable {
             labelsByKey[ContentKey(namespace: row["namespace"], digest: row["digest"])] = Codec.labels(row["labels"])
         }
         var queue: [(ContentKey, String?)] = []
-        for row in try Row.fetchAll(db, sql: "SELECT namespace, digest, media_type FROM images") {
+        for row in try Row.fetchAll(db, sql: "SELECT namespace, digest, media_type, labels FROM images") {
             queue.append((ContentKey(namespace: row["namespace"], digest: row["digest"]), row["media_type"]))
+            // An image holds what its own gc.ref.content labels name, too.
+            for (name, value) in Codec.labels(row["labels"]) where name.hasPrefix(Labels.gcRefContentPrefix) {
+                queue.append((ContentKey(namespace: row["namespace"], digest: value), nil))
+            }
         }
         for row in try Row.fetchAll(db, sql: "SELECT namespace, id FROM lease_resources WHERE type = 'content'") {
             queue.append((ContentKey(namespace: row["namespace"], digest: row["id"]), nil))

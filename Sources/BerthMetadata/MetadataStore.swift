@@ -24,7 +24,9 @@ public final class MetadataStore: Sendable {
             configuration.foreignKeysEnabled = true
             configuration.busyMode = .timeout(10)
             configuration.prepareDatabase { db in
-                try db.execute(sql: "PRAGMA synchronous = NORMAL")
+                // FULL: a commit reported to a client survives power loss (NORMAL in WAL mode
+                // does not fsync each commit, and a lost row would let GC remove its blob).
+                try db.execute(sql: "PRAGMA synchronous = FULL")
             }
             pool = try DatabasePool(path: path, configuration: configuration)
             try Schema.migrator.migrate(pool)
@@ -44,6 +46,12 @@ public final class MetadataStore: Sendable {
 
     func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(BerthError) -> T {
         do { return try await pool.write(body) } catch { throw Self.convert(error) }
+    }
+
+    /// Holds the writer without opening a transaction, for work that must follow a commit
+    /// before any other write may start.
+    func writeWithoutTransaction<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(BerthError) -> T {
+        do { return try await pool.writeWithoutTransaction(body) } catch { throw Self.convert(error) }
     }
 
     func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(BerthError) -> T {

@@ -77,18 +77,20 @@ public struct ContentService: Containerd_Services_Content_V1_Content.SimpleServi
             // As containerd: a negative offset reads from the start.
             let (offset, size) = (max(request.offset, 0), request.size)
             let store = self.store
-            let lookUpAndReadFirst = { @Sendable () throws(BerthError) -> (end: Int64, bytes: [UInt8]) in
+            // Clients read in small pieces (ctr: 32 KiB per call), so the lookup, the open and the
+            // first piece share one hop off the cooperative pool. The open file serves the whole
+            // call, even if the blob is collected meanwhile, as containerd's reader does.
+            let first = try await runBlocking { () throws(BerthError) -> (reader: BlobReader, end: Int64, bytes: [UInt8]) in
                 let total = try store.contentSize(namespace, digest: digest)
                 guard offset <= total else {
                     throw BerthError(.outOfRange, "content \(digest): read past object length \(total) bytes")
                 }
-                let end = size > 0 && offset + size < total ? offset + size : total
+                let end = size > 0 && size < total - offset ? offset + size : total
+                let reader = try store.blobs.openReader(digest)
                 let length = Int(min(Int64(Self.readChunkSize), end - offset))
-                return (end, length > 0 ? try store.blobs.read(digest, offset: offset, length: length) : [])
+                return (reader, end, length > 0 ? try reader.read(offset: offset, length: length) : [])
             }
-            // Clients read in small pieces (ctr: 32 KiB per call), so the lookup and the first
-            // piece share one hop off the cooperative pool.
-            let first = try await runBlocking(lookUpAndReadFirst)
+            let reader = first.reader
             var position = offset
             var chunk = first.bytes
             while position < first.end {
@@ -100,7 +102,7 @@ public struct ContentService: Containerd_Services_Content_V1_Content.SimpleServi
                 position += Int64(chunk.count)
                 guard position < first.end else { break }
                 let (at, length) = (position, Int(min(Int64(Self.readChunkSize), first.end - position)))
-                chunk = try await runBlocking { () throws(BerthError) in try store.blobs.read(digest, offset: at, length: length) }
+                chunk = try await runBlocking { () throws(BerthError) in try reader.read(offset: at, length: length) }
             }
         }
     }
@@ -178,6 +180,9 @@ public struct ContentService: Containerd_Services_Content_V1_Content.SimpleServi
                     reply.offset = writer.offset
                     if message.action == .commit {
                         try await writer.commit(size: writer.total, expected: expected, labels: message.labels)
+                        reply.digest = writer.digest.description
+                        try await response.write(reply)
+                        return  // a committed writer is done, as in containerd
                     }
                     reply.digest = writer.digest.description
                 case .UNRECOGNIZED(let value):

@@ -14,7 +14,13 @@ public final class EventBus: Sendable {
         let continuation: AsyncStream<APIEnvelope>.Continuation
     }
 
-    private let subscribers = Mutex<[Int: Subscriber]>([:])
+    private struct State {
+        var subscribers: [Int: Subscriber] = [:]
+        /// Set by ``finishAll()``: later subscriptions end at once.
+        var closed = false
+    }
+
+    private let state = Mutex(State())
     private let nextID = Atomic<Int>(0)
     private let logger: Logger
 
@@ -37,8 +43,8 @@ public final class EventBus: Sendable {
     /// Delivers a complete envelope (from `Publish`, `Forward` or a shim).
     public func forward(_ envelope: APIEnvelope) {
         let view = EnvelopeView(envelope: envelope)
-        subscribers.withLock { subscribers in
-            for subscriber in subscribers.values where subscriber.filter.matches(view) {
+        state.withLock { state in
+            for subscriber in state.subscribers.values where subscriber.filter.matches(view) {
                 subscriber.continuation.yield(envelope)
             }
         }
@@ -49,17 +55,23 @@ public final class EventBus: Sendable {
         let id = nextID.add(1, ordering: .relaxed).newValue
         let (stream, continuation) = AsyncStream<APIEnvelope>.makeStream(bufferingPolicy: .bufferingNewest(4096))
         continuation.onTermination = { [weak self] _ in
-            _ = self?.subscribers.withLock { $0.removeValue(forKey: id) }
+            _ = self?.state.withLock { $0.subscribers.removeValue(forKey: id) }
         }
-        subscribers.withLock { $0[id] = Subscriber(filter: filter, continuation: continuation) }
+        let open = state.withLock { state -> Bool in
+            guard !state.closed else { return false }
+            state.subscribers[id] = Subscriber(filter: filter, continuation: continuation)
+            return true
+        }
+        if !open { continuation.finish() }
         return stream
     }
 
     /// Ends every subscription, for shutdown.
     public func finishAll() {
-        let all = subscribers.withLock { subscribers in
-            defer { subscribers.removeAll() }
-            return Array(subscribers.values)
+        let all = state.withLock { state in
+            defer { state.subscribers.removeAll() }
+            state.closed = true
+            return Array(state.subscribers.values)
         }
         for subscriber in all { subscriber.continuation.finish() }
     }

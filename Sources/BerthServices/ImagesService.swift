@@ -88,7 +88,12 @@ public struct ImagesService: Containerd_Services_Images_V1_Images.SimpleServiceP
             var event = Containerd_Services_Images_V1_ImageDelete()
             event.name = request.name
             events.publish(namespace: namespace.name, topic: Topic.imageDelete, event: event)
-            if request.sync { try await gc.collect() }
+            // The deletion stands whatever collection does; a failed collection is logged and retried later.
+            if request.sync {
+                do { try await gc.collect() } catch {
+                    logger.error("garbage collection after delete failed", metadata: ["error": "\(error)"])
+                }
+            }
             return Google_Protobuf_Empty()
         }
     }

@@ -29,7 +29,12 @@ public struct LeasesService: Containerd_Services_Leases_V1_Leases.SimpleServiceP
     public func delete(request: Containerd_Services_Leases_V1_DeleteRequest, context: ServerContext) async throws -> Google_Protobuf_Empty {
         try await handle(logger, "Leases/Delete") {
             try await store.deleteLease(try RequestContext.currentNamespace(), id: request.id)
-            if request.sync { try await gc.collect() }
+            // The deletion stands whatever collection does; a failed collection is logged and retried later.
+            if request.sync {
+                do { try await gc.collect() } catch {
+                    logger.error("garbage collection after delete failed", metadata: ["error": "\(error)"])
+                }
+            }
             return Google_Protobuf_Empty()
         }
     }

@@ -185,6 +185,19 @@ struct GarbageCollectorTests {
         }
     }
 
+    /// containerd's GC also follows the gc.ref.content labels of the image record itself.
+    @Test func imageLabelsAreRoots() async throws {
+        try await withStore { (store, _) async throws in
+            let config = try await put(store, defaultNS, bytes("{}"), MediaType.ociConfig)
+            let attached = try await put(store, defaultNS, bytes("attestation"), MediaType.ociLayer)
+            let manifest = try await put(store, defaultNS, try json(ManifestDocument(config: config, layers: [])), MediaType.ociManifest)
+            _ = try await store.createImage(defaultNS, Image(name: "img", labels: ["containerd.io/gc.ref.content.att": attached.digest.description],
+                                                             target: manifest))
+            #expect(try await collector(store).collect() == GCResult())
+            #expect(try await visible(store, defaultNS) == [config.digest, attached.digest, manifest.digest])
+        }
+    }
+
     @Test func containerLabelsAreRoots() async throws {
         try await withStore { (store, _) async throws in
             let checkpoint = try await put(store, defaultNS, bytes("checkpoint"), MediaType.ociLayer)
