@@ -40,16 +40,18 @@ public struct Image: Hashable, Sendable, Filterable {
 
     public func field(_ path: [String]) -> String? {
         guard let first = path.first else { return nil }
+        // As containerd's adaptor: an empty value counts as absent.
         switch first {
-        case "name": return name
+        case "name": return name.nilIfEmpty
         case "target":
             guard path.count == 2 else { return nil }
             switch path[1] {
             case "digest": return target.digest.description
-            case "mediatype": return target.mediaType
+            case "mediatype": return target.mediaType.nilIfEmpty
             default: return nil
             }
         case "labels": return Self.label(path.dropFirst(), in: labels)
+        case "annotations": return Self.label(path.dropFirst(), in: target.annotations)
         default: return nil
         }
     }
@@ -152,17 +154,23 @@ public struct Container: Hashable, Sendable, Filterable {
 
     public func field(_ path: [String]) -> String? {
         guard let first = path.first else { return nil }
+        // containerd's fields (an empty value counts as absent), plus snapshotter, snapshotkey
+        // and sandbox, which containerd does not offer.
         switch first {
-        case "id": return id
-        case "image": return image
-        case "snapshotter": return snapshotter
-        case "snapshotkey": return snapshotKey
-        case "sandbox": return sandbox
+        case "id": return id.nilIfEmpty
+        case "image": return image.nilIfEmpty
+        case "snapshotter": return snapshotter.nilIfEmpty
+        case "snapshotkey": return snapshotKey.nilIfEmpty
+        case "sandbox": return sandbox.nilIfEmpty
         case "runtime":
             guard path.count == 2 else { return nil }
-            return path[1] == "name" ? runtimeName : nil
+            return path[1] == "name" ? runtimeName.nilIfEmpty : nil
         case "labels": return Self.label(path.dropFirst(), in: labels)
         default: return nil
         }
     }
+}
+
+extension String {
+    var nilIfEmpty: String? { isEmpty ? nil : self }
 }

@@ -100,8 +100,20 @@ extension MetadataStore {
             }
         }
         let blobs = self.blobs
-        let writer = try await runBlocking { () throws(BerthError) in
-            try blobs.openIngest(key: key, ref: ref, total: total)
+        // A ref still held by a writer that is just closing (a client that reconnects at once)
+        // gets a few short, growing waits before UNAVAILABLE, as containerd's local store gives.
+        var attempt = 0
+        let writer: IngestWriter
+        while true {
+            do {
+                writer = try await runBlocking { () throws(BerthError) in
+                    try blobs.openIngest(key: key, ref: ref, total: total)
+                }
+                break
+            } catch where error.code == .unavailable && attempt < 9 {
+                try? await Task.sleep(for: .milliseconds(Int.random(in: 0..<(1 << attempt)) + 1))
+                attempt += 1
+            }
         }
         return ContentWriter(store: self, namespace: namespace, lease: lease, writer: writer, expected: expected)
     }
@@ -250,14 +262,21 @@ public final class ContentWriter: @unchecked Sendable {
         }
     }
 
-    public func setTotal(_ total: Int64) throws(BerthError) { try writer.setTotal(total) }
+    public func setTotal(_ total: Int64) async throws(BerthError) {
+        guard total > 0, total != writer.total else { return }
+        let writer = self.writer
+        try await runBlocking { () throws(BerthError) in try writer.setTotal(total) }  // records it with fsyncs
+    }
 
     public func write(_ bytes: [UInt8]) async throws(BerthError) {
         let writer = self.writer
         try await runBlocking { () throws(BerthError) in try writer.write(bytes) }
     }
 
-    public func truncate() throws(BerthError) { try writer.truncate() }
+    public func truncate() async throws(BerthError) {
+        let writer = self.writer
+        try await runBlocking { () throws(BerthError) in try writer.truncate() }
+    }
 
     /// Verifies size and digest, then stores the blob and makes it visible in the namespace.
     public func commit(size: Int64, expected: Digest?, labels: [String: String]) async throws(BerthError) {

@@ -158,7 +158,7 @@ public struct ContentService: Containerd_Services_Content_V1_Content.SimpleServi
                     try await writer.expect(expected!)
                 }
                 first = false
-                if message.total > 0 { try writer.setTotal(message.total) }
+                if message.total > 0 { try await writer.setTotal(message.total) }
                 reply.offset = writer.offset
                 switch message.action {
                 case .stat:
@@ -172,7 +172,7 @@ public struct ContentService: Containerd_Services_Content_V1_Content.SimpleServi
                         throw BerthError(.outOfRange, "write @\(message.offset) must occur at current offset \(writer.offset)")
                     }
                     if message.offset == 0 && writer.offset > 0 {
-                        try writer.truncate()
+                        try await writer.truncate()
                     }
                     if !message.data.isEmpty {
                         try await writer.write(Array(message.data))

@@ -252,7 +252,7 @@ struct ContentStoreTests {
         try await withStore { (store, _) async throws in
             let writer = try await store.openWriter(defaultNS, ref: "t", lease: nil, total: 0, expected: nil)
             try await writer.write(bytes("oops"))
-            try writer.truncate()
+            try await writer.truncate()
             #expect(writer.offset == 0)
             try await writer.write(Known.helloWorld)
             try await writer.commit(size: 11, expected: Known.helloWorldSHA256, labels: [:])
