@@ -76,7 +76,9 @@ public final class GarbageCollector: Sendable {
                 // Then blobs no namespace names any more.
                 let named = Set(try String.fetchAll(db, sql: "SELECT DISTINCT digest FROM content"))
                 doomedBlobs = blobs.allBlobs().filter { !named.contains($0.description) }
-                // Ingest directories without a record are leftovers of a crash before the record.
+                try Self.expireIngests(db, blobs: blobs)
+                // Ingest directories without a record: expired above, or left by a crash before
+                // their record was written.
                 let keys = Set(try String.fetchAll(db, sql: "SELECT key FROM ingests"))
                 doomedIngests = blobs.ingestKeys().filter { !keys.contains($0) }
                 return .commit
@@ -103,6 +105,27 @@ public final class GarbageCollector: Sendable {
     struct ContentKey: Hashable {
         let namespace: String
         let digest: String
+    }
+
+    /// How long an interrupted ingest that no lease holds is kept for a client to resume, as
+    /// containerd keeps one (its `expireat`).
+    static let ingestExpiry: Int64 = 24 * 3600
+
+    /// Drops the records of ingests that no writer holds, no lease holds, and nobody wrote to for
+    /// ``ingestExpiry``. Their directories go once the transaction has committed.
+    static func expireIngests(_ db: Database, blobs: BlobStore) throws {
+        var leased = Set<String>()
+        for row in try Row.fetchAll(db, sql: "SELECT namespace, id FROM lease_resources WHERE type = 'ingests'") {
+            leased.insert("\(row["namespace"] as String)/\(row["id"] as String)")
+        }
+        let now = Timestamp.now.seconds
+        for row in try Row.fetchAll(db, sql: "SELECT namespace, ref, key, created_at FROM ingests") {
+            let (namespace, ref, key): (String, String, String) = (row["namespace"], row["ref"], row["key"])
+            guard !blobs.isLocked(key), !leased.contains("\(namespace)/\(ref)") else { continue }
+            let lastWrite = blobs.ingestStatus(key: key)?.updatedAt.seconds ?? Codec.time(row, "created_at").seconds
+            guard now - lastWrite > ingestExpiry else { continue }
+            try db.execute(sql: "DELETE FROM ingests WHERE namespace = ? AND ref = ?", arguments: [namespace, ref])
+        }
     }
 
     static func deleteExpiredLeases(_ db: Database) throws -> Int {

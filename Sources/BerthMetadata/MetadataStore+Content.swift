@@ -93,8 +93,11 @@ extension MetadataStore {
         let key = BlobStore.ingestKey(namespace: namespace.name, ref: ref)
         try await write { db in
             try Self.ensureNamespace(db, namespace)
-            try db.execute(sql: "INSERT OR IGNORE INTO ingests (namespace, ref, key, expected, created_at) VALUES (?, ?, ?, ?, ?)",
-                           arguments: [namespace.name, ref, key, expected?.description, Timestamp.now.nanosecondsSinceEpoch])
+            // A resumed ingest keeps its record; a newly declared expected digest replaces the old.
+            try db.execute(sql: """
+                INSERT INTO ingests (namespace, ref, key, expected, created_at) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT(namespace, ref) DO UPDATE SET expected = COALESCE(excluded.expected, ingests.expected)
+                """, arguments: [namespace.name, ref, key, expected?.description, Timestamp.now.nanosecondsSinceEpoch])
             if let lease {
                 try Self.addLeaseResource(db, namespace, lease: lease, LeaseResource(id: ref, type: "ingests"))
             }

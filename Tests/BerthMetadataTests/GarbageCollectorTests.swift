@@ -337,6 +337,27 @@ struct GarbageCollectorTests {
         }
     }
 
+    /// An interrupted ingest no lease holds stays a day for its client to resume, then goes.
+    @Test func staleUnleasedIngestsExpire() async throws {
+        try await withStore { (store, _) async throws in
+            _ = try await store.createLease(defaultNS, id: "pull", labels: [:])
+            for (ref, lease) in [("stale", nil), ("fresh", nil), ("held", "pull")] as [(String, String?)] {
+                let writer = try await store.openWriter(defaultNS, ref: ref, lease: lease, total: 0, expected: nil)
+                try await writer.write(bytes("partial"))
+                writer.close()
+            }
+            let old = Date(timeIntervalSinceNow: -25 * 3600)
+            for ref in ["stale", "held"] {
+                let data = "\(store.blobs.root)/ingest/\(BlobStore.ingestKey(namespace: defaultNS.name, ref: ref))/data"
+                try FileManager.default.setAttributes([.modificationDate: old], ofItemAtPath: data)
+            }
+            _ = try await collector(store).collect()
+            let left = try await store.ingestStatuses(defaultNS, filter: .all).map(\.ref)
+            #expect(left == ["fresh", "held"])
+            #expect(!FileManager.default.fileExists(atPath: "\(store.blobs.root)/ingest/\(BlobStore.ingestKey(namespace: defaultNS.name, ref: "stale"))"))
+        }
+    }
+
     @Test func scheduledCollectionRuns() async throws {
         try await withStore { (store, _) async throws in
             let loose = try await put(store, defaultNS, bytes("loose"), MediaType.ociLayer)
