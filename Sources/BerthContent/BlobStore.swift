@@ -160,9 +160,21 @@ public final class BlobStore: Sendable {
 
     /// Removes an ingest's data; `notFound` if there is none, `unavailable` while a writer holds it.
     public func abortIngest(key: String, ref: String) throws(BerthError) {
-        guard !isLocked(key) else { throw .unavailable("ref \(ref) is being written: unavailable") }
-        let dir = ingestDirectory(key)
-        guard FileSystem.exists(dir) else { throw .notFound("ingest ref \(quoted(ref)): not found") }
+        guard FileSystem.exists(ingestDirectory(key)) else { throw .notFound("ingest ref \(quoted(ref)): not found") }
+        try discardIdleIngest(key: key, ref: ref)
+    }
+
+    /// Removes an ingest's directory unless a writer holds it (`unavailable`). The ingest's lock
+    /// is held while removing, so no writer can open it half-way.
+    public func discardIdleIngest(key: String, ref: String) throws(BerthError) {
+        let now = Timestamp.now
+        let taken = activeWriters.withLock { writers -> Bool in
+            guard writers[key] == nil else { return false }
+            writers[key] = now
+            return true
+        }
+        guard taken else { throw .unavailable("ref \(ref) is being written: unavailable") }
+        defer { unlock(key) }
         try discardIngest(key: key)
     }
 

@@ -86,7 +86,7 @@ public final class GarbageCollector: Sendable {
             for digest in doomedBlobs where (try? blobs.delete(digest)) != nil {
                 result.blobsRemoved += 1
             }
-            for key in doomedIngests where !blobs.isLocked(key) && (try? blobs.discardIngest(key: key)) != nil {
+            for key in doomedIngests where (try? blobs.discardIdleIngest(key: key, ref: key)) != nil {
                 result.ingestsRemoved += 1
             }
             return result

@@ -211,14 +211,13 @@ extension MetadataStore {
     /// Drops an ingest and its data; `notFound` if the namespace has none under `ref`.
     public func abortIngest(_ namespace: Namespace, ref: String) async throws(BerthError) {
         let key = BlobStore.ingestKey(namespace: namespace.name, ref: ref)
-        guard !blobs.isLocked(key) else { throw .unavailable("ref \(ref) is being written: unavailable") }
         let blobs = self.blobs
         try await write { db in
+            let hadData = blobs.ingestStatus(key: key) != nil
+            try blobs.discardIdleIngest(key: key, ref: ref)  // `unavailable` while written; nothing changed yet
             try db.execute(sql: "DELETE FROM ingests WHERE namespace = ? AND ref = ?", arguments: [namespace.name, ref])
             let hadRow = db.changesCount > 0
             try db.execute(sql: "DELETE FROM lease_resources WHERE namespace = ? AND type = 'ingests' AND id = ?", arguments: [namespace.name, ref])
-            let hadData = blobs.ingestStatus(key: key) != nil
-            try? blobs.discardIngest(key: key)
             if !hadRow && !hadData { throw BerthError.notFound("ingest ref \(quoted(ref)): not found") }
         }
     }

@@ -77,7 +77,7 @@ extension MetadataStore {
             try db.execute(sql: "DELETE FROM lease_resources WHERE namespace = ?", arguments: [namespace.name])
             try db.execute(sql: "DELETE FROM leases WHERE namespace = ?", arguments: [namespace.name])
             try db.execute(sql: "DELETE FROM namespaces WHERE name = ?", arguments: [namespace.name])
-            for key in keys where !blobs.isLocked(key) { try? blobs.discardIngest(key: key) }
+            for key in keys { try? blobs.discardIdleIngest(key: key, ref: key) }
         }
     }
 }
