@@ -111,8 +111,9 @@ public final class RunningCommand: @unchecked Sendable {
         return result
     }
 
-    /// Sends `signal` to this process (by its PID) and waits for it to end.
+    /// Sends `signal` to this process (by its PID), waits for it to end and removes its output.
     public func stop(signal: Int32 = SIGTERM, timeout: Duration = .seconds(20)) {
+        defer { try? FileManager.default.removeItem(at: directory) }
         guard process.isRunning else { return }
         kill(pid, signal)
         let deadline = ContinuousClock.now + timeout
