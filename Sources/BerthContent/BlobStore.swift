@@ -72,13 +72,7 @@ public final class BlobStore: Sendable {
 
     /// Reads up to `length` bytes at `offset` of a blob; fewer at its end.
     public func read(_ digest: Digest, offset: Int64, length: Int) throws(BerthError) -> [UInt8] {
-        let fd = open(path(of: digest), O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            if errno == ENOENT { throw .notFound("content \(digest): not found") }
-            throw errnoError("open content \(digest)")
-        }
-        defer { close(fd) }
-        return try preadFully(fd: fd, offset: offset, length: length, what: "content \(digest)")
+        try openReader(digest).read(offset: offset, length: length)
     }
 
     /// Opens a blob for reading; the open file keeps serving even if the blob is deleted meanwhile.

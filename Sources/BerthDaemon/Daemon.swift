@@ -50,8 +50,9 @@ public final class Daemon: Sendable {
     /// A UUID made once per root and kept in `<root>/uuid`.
     static func serverUUID(root: String) throws(BerthError) -> String {
         let path = "\(root)/uuid"
-        if let text = try? FileSystem.readString(path), UUID(uuidString: text.trimmingCharacters(in: .whitespacesAndNewlines)) != nil {
-            return text.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
+        if let stored = (try? FileSystem.readString(path))?.trimmingCharacters(in: .whitespacesAndNewlines),
+           UUID(uuidString: stored) != nil {
+            return stored.lowercased()
         }
         let uuid = UUID().uuidString.lowercased()
         try FileSystem.writeAtomically(Array(uuid.utf8), to: path, mode: 0o644)

@@ -181,8 +181,8 @@ public final class GarbageCollector: Sendable {
     /// small and JSON; anything that does not parse has no children.
     static func children(of digestText: String, mediaType: String?, blobs: BlobStore) -> [Descriptor] {
         if let mediaType, !MediaType.isIndex(mediaType), !MediaType.isManifest(mediaType) { return [] }
-        guard let digest = try? Digest(parsing: digestText), let info = blobs.stat(digest), info.size <= 4 << 20,
-              let bytes = try? blobs.read(digest, offset: 0, length: Int(info.size)), bytes.first == UInt8(ascii: "{")
+        guard let digest = try? Digest(parsing: digestText), let bytes = try? blobs.readAll(digest, limit: 4 << 20),
+              bytes.first == UInt8(ascii: "{")
         else { return [] }
         guard let document = try? JSONDecoder().decode(ReferencingDocument.self, from: Data(bytes)) else { return [] }
         return (document.manifests ?? []) + (document.config.map { [$0] } ?? []) + (document.layers ?? [])

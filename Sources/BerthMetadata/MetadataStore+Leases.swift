@@ -79,10 +79,15 @@ extension MetadataStore {
         try await write { db in try Self.addLeaseResource(db, namespace, lease: lease, resource) }
     }
 
-    static func addLeaseResource(_ db: Database, _ namespace: Namespace, lease: String, _ resource: LeaseResource) throws {
+    /// Throws `notFound` unless the namespace has the lease.
+    static func requireLease(_ db: Database, _ namespace: Namespace, _ lease: String) throws {
         guard try Bool.fetchOne(db, sql: "SELECT 1 FROM leases WHERE namespace = ? AND id = ?", arguments: [namespace.name, lease]) == true else {
             throw BerthError.notFound("lease \(quoted(lease)): not found")
         }
+    }
+
+    static func addLeaseResource(_ db: Database, _ namespace: Namespace, lease: String, _ resource: LeaseResource) throws {
+        try Self.requireLease(db, namespace, lease)
         try db.execute(sql: "INSERT OR IGNORE INTO lease_resources (namespace, lease, type, id) VALUES (?, ?, ?, ?)",
                        arguments: [namespace.name, lease, resource.type, resource.id])
     }
@@ -90,9 +95,7 @@ extension MetadataStore {
     public func deleteLeaseResource(_ namespace: Namespace, lease: String, _ resource: LeaseResource) async throws(BerthError) {
         try Self.validate(resource)
         try await write { db in
-            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM leases WHERE namespace = ? AND id = ?", arguments: [namespace.name, lease]) == true else {
-                throw BerthError.notFound("lease \(quoted(lease)): not found")
-            }
+            try Self.requireLease(db, namespace, lease)
             try db.execute(sql: "DELETE FROM lease_resources WHERE namespace = ? AND lease = ? AND type = ? AND id = ?",
                            arguments: [namespace.name, lease, resource.type, resource.id])
         }
@@ -101,9 +104,7 @@ extension MetadataStore {
 
     public func leaseResources(_ namespace: Namespace, lease: String) async throws(BerthError) -> [LeaseResource] {
         try await read { db in
-            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM leases WHERE namespace = ? AND id = ?", arguments: [namespace.name, lease]) == true else {
-                throw BerthError.notFound("lease \(quoted(lease)): not found")
-            }
+            try Self.requireLease(db, namespace, lease)
             return try Row.fetchAll(db, sql: "SELECT type, id FROM lease_resources WHERE namespace = ? AND lease = ? ORDER BY type, id",
                                     arguments: [namespace.name, lease])
                 .map { LeaseResource(id: $0["id"], type: $0["type"]) }

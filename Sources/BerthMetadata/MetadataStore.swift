@@ -59,8 +59,7 @@ public final class MetadataStore: Sendable {
     }
 
     static func convert(_ error: any Error) -> BerthError {
-        if let error = error as? BerthError { return error }
-        return .internal("metadata database", underlying: SendableErrorBox(error))
+        BerthError.wrap(error, "metadata database")
     }
 
     static func ensureNamespace(_ db: Database, _ namespace: Namespace) throws {

@@ -28,7 +28,7 @@ public struct ContainersService: Containerd_Services_Containers_V1_Containers.Si
 
     public func list(request: Containerd_Services_Containers_V1_ListContainersRequest, context: ServerContext) async throws -> Containerd_Services_Containers_V1_ListContainersResponse {
         try await handle(logger, "Containers/List") {
-            let containers = try await store.containers(try RequestContext.currentNamespace(), filter: try Filter.request(request.filters))
+            let containers = try await store.containers(try RequestContext.currentNamespace(), filter: try Filter(parsing: request.filters))
             var response = Containerd_Services_Containers_V1_ListContainersResponse()
             response.containers = containers.map(APIContainer.init)
             return response
@@ -37,7 +37,7 @@ public struct ContainersService: Containerd_Services_Containers_V1_Containers.Si
 
     public func listStream(request: Containerd_Services_Containers_V1_ListContainersRequest, response: RPCWriter<Containerd_Services_Containers_V1_ListContainerMessage>, context: ServerContext) async throws {
         try await handle(logger, "Containers/ListStream") {
-            let containers = try await store.containers(try RequestContext.currentNamespace(), filter: try Filter.request(request.filters))
+            let containers = try await store.containers(try RequestContext.currentNamespace(), filter: try Filter(parsing: request.filters))
             for container in containers {
                 var message = Containerd_Services_Containers_V1_ListContainerMessage()
                 message.container = .init(container)

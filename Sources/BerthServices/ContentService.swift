@@ -48,7 +48,7 @@ public struct ContentService: Containerd_Services_Content_V1_Content.SimpleServi
     public func list(request: Containerd_Services_Content_V1_ListContentRequest, response: RPCWriter<Containerd_Services_Content_V1_ListContentResponse>, context: ServerContext) async throws {
         try await handle(logger, "Content/List") {
             let namespace = try RequestContext.currentNamespace()
-            let infos = try await store.contents(namespace, filter: try Filter.request(request.filters))
+            let infos = try await store.contents(namespace, filter: try Filter(parsing: request.filters))
             // Batches keep each message well under the 16 MiB limit.
             for start in stride(from: 0, to: infos.count, by: 100) {
                 var message = Containerd_Services_Content_V1_ListContentResponse()
@@ -121,7 +121,7 @@ public struct ContentService: Containerd_Services_Content_V1_Content.SimpleServi
         try await handle(logger, "Content/ListStatuses") {
             let namespace = try RequestContext.currentNamespace()
             var response = Containerd_Services_Content_V1_ListStatusesResponse()
-            response.statuses = try await store.ingestStatuses(namespace, filter: try Filter.request(request.filters))
+            response.statuses = try await store.ingestStatuses(namespace, filter: try Filter(parsing: request.filters))
                 .map(APIContentStatus.init)
             return response
         }

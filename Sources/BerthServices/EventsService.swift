@@ -52,7 +52,7 @@ public struct EventsService: Containerd_Services_Events_V1_Events.SimpleServiceP
 
     public func subscribe(request: Containerd_Services_Events_V1_SubscribeRequest, response: RPCWriter<APIEnvelope>, context: ServerContext) async throws {
         try await handle(logger, "Events/Subscribe") {
-            let filter = try Filter.request(request.filters)
+            let filter = try Filter(parsing: request.filters)
             for await envelope in bus.subscribe(filter: filter) {
                 try await response.write(envelope)
             }

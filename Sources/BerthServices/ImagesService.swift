@@ -30,7 +30,7 @@ public struct ImagesService: Containerd_Services_Images_V1_Images.SimpleServiceP
 
     public func list(request: Containerd_Services_Images_V1_ListImagesRequest, context: ServerContext) async throws -> Containerd_Services_Images_V1_ListImagesResponse {
         try await handle(logger, "Images/List") {
-            let images = try await store.images(try RequestContext.currentNamespace(), filter: try Filter.request(request.filters))
+            let images = try await store.images(try RequestContext.currentNamespace(), filter: try Filter(parsing: request.filters))
             var response = Containerd_Services_Images_V1_ListImagesResponse()
             response.images = images.map(APIImage.init)
             return response

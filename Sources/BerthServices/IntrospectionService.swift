@@ -47,7 +47,7 @@ public struct IntrospectionService: Containerd_Services_Introspection_V1_Introsp
 
     public func plugins(request: Containerd_Services_Introspection_V1_PluginsRequest, context: ServerContext) async throws -> Containerd_Services_Introspection_V1_PluginsResponse {
         try await handle(logger, "Introspection/Plugins") {
-            let filter = try Filter.request(request.filters)
+            let filter = try Filter(parsing: request.filters)
             var response = Containerd_Services_Introspection_V1_PluginsResponse()
             response.plugins = plugins.filter(filter.matches).map { entry in
                 var plugin = APIPlugin()

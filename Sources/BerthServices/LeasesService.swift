@@ -41,7 +41,7 @@ public struct LeasesService: Containerd_Services_Leases_V1_Leases.SimpleServiceP
 
     public func list(request: Containerd_Services_Leases_V1_ListRequest, context: ServerContext) async throws -> Containerd_Services_Leases_V1_ListResponse {
         try await handle(logger, "Leases/List") {
-            let leases = try await store.leases(try RequestContext.currentNamespace(), filter: try Filter.request(request.filters))
+            let leases = try await store.leases(try RequestContext.currentNamespace(), filter: try Filter(parsing: request.filters))
             var response = Containerd_Services_Leases_V1_ListResponse()
             response.leases = leases.map(APILease.init)
             return response

@@ -126,10 +126,3 @@ extension Container {
             sandbox: proto.sandbox)
     }
 }
-
-extension Filter {
-    /// Parses a request's filters, naming the field on failure.
-    static func request(_ filters: [String]) throws(BerthError) -> Filter {
-        try Filter(parsing: filters)
-    }
-}
