@@ -43,6 +43,16 @@ let package = Package(
             ],
             exclude: ["README.md"]
         ),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .target(
+            name: "BerthArchive",
+            dependencies: [
+                "BerthCore", "BerthSystem", "CBerthSystem", "CZlib", "CZstd",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            exclude: ["README.md"]
+        ),
         .target(
             name: "BerthMetadata",
             dependencies: [
@@ -53,9 +63,14 @@ let package = Package(
             exclude: ["README.md"]
         ),
         .target(
+            name: "BerthSnapshots",
+            dependencies: ["BerthCore", "BerthSystem", "CBerthSystem", "BerthContent", "BerthArchive", "BerthMetadata"],
+            exclude: ["README.md"]
+        ),
+        .target(
             name: "BerthServices",
             dependencies: [
-                "BerthAPI", "BerthCore", "BerthSystem", "BerthContent", "BerthMetadata",
+                "BerthAPI", "BerthCore", "BerthSystem", "BerthContent", "BerthMetadata", "BerthSnapshots",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
@@ -64,7 +79,7 @@ let package = Package(
         .target(
             name: "BerthDaemon",
             dependencies: [
-                "BerthAPI", "BerthCore", "BerthSystem", "BerthContent", "BerthMetadata", "BerthServices",
+                "BerthAPI", "BerthCore", "BerthSystem", "BerthContent", "BerthMetadata", "BerthSnapshots", "BerthServices",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -84,6 +99,8 @@ let package = Package(
         .target(name: "BerthTestSupport", dependencies: ["BerthCore"]),
         .testTarget(name: "BerthCoreTests", dependencies: ["BerthCore"]),
         .testTarget(name: "BerthContentTests", dependencies: ["BerthContent", "BerthTestSupport"]),
+        .testTarget(name: "BerthArchiveTests", dependencies: ["BerthArchive", "BerthSystem", "BerthTestSupport"]),
+        .testTarget(name: "BerthSnapshotsTests", dependencies: ["BerthSnapshots", "BerthTestSupport"]),
         .testTarget(
             name: "BerthMetadataTests",
             dependencies: [

@@ -5,6 +5,7 @@ import BerthContent
 import BerthCore
 import BerthMetadata
 import BerthServices
+import BerthSnapshots
 import BerthSystem
 import Foundation
 import GRPCCore
@@ -19,6 +20,7 @@ public final class Daemon: Sendable {
     let logger: Logger
     let rootLock: FileLock
     let metadata: MetadataStore
+    let differ: Differ
     let gc: GarbageCollector
     let events: EventBus
     let uuid: String
@@ -40,8 +42,13 @@ public final class Daemon: Sendable {
         uuid = try Self.serverUUID(root: config.root)
         let blobs = try BlobStore(root: "\(config.root)/content")
         let gcBox = GCBox()
-        metadata = try MetadataStore(path: "\(config.root)/metadata.db", blobs: blobs,
+        let snapshotters: [any Snapshotter] = [
+            try OverlaySnapshotter(root: "\(config.root)/snapshots/overlayfs"),
+            try NativeSnapshotter(root: "\(config.root)/snapshots/native"),
+        ]
+        metadata = try MetadataStore(path: "\(config.root)/metadata.db", blobs: blobs, snapshotters: snapshotters,
                                      onDeletion: { gcBox.collector?.schedule() })
+        differ = try Differ(store: metadata, scratch: "\(config.root)/tmp")
         gc = GarbageCollector(store: metadata, logger: logger)
         gcBox.collector = gc
         events = EventBus(logger: logger)
@@ -68,6 +75,8 @@ public final class Daemon: Sendable {
             ImagesService(store: metadata, gc: gc, events: events, logger: logger),
             LeasesService(store: metadata, gc: gc, logger: logger),
             ContainersService(store: metadata, events: events, logger: logger),
+            SnapshotsService(store: metadata, events: events, logger: logger),
+            DiffService(differ: differ, logger: logger),
             EventsService(bus: events, logger: logger),
         ]
     }
@@ -75,6 +84,8 @@ public final class Daemon: Sendable {
     /// Serves until SIGTERM or SIGINT, then shuts down gracefully: in-flight calls finish,
     /// event subscriptions end, the socket is removed and the database closed.
     public func run() async throws {
+        // Snapshots a crash left half-made go before any client can see them.
+        try await metadata.recoverSnapshots()
         let transport = try makeUnixServerTransport(
             path: config.grpc.address,
             socketGroup: config.grpc.gid == 0 ? nil : config.grpc.gid,

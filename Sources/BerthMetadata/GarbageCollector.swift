@@ -9,11 +9,13 @@ import Synchronization
 /// Mark-and-sweep collection of content, in the manner of containerd's.
 ///
 /// Roots: every image's target; the resources of every lease that has not expired
-/// (`containerd.io/gc.expire`); content labelled `containerd.io/gc.root`; content named by
-/// containers' `containerd.io/gc.ref.content*` labels. From a root, collection follows
-/// `containerd.io/gc.ref.content*` labels and the descriptors inside indexes and manifests.
-/// Everything else is swept: the namespace's content row, then the blob once no namespace
-/// names it. Expired leases are deleted. An ingest being written is never touched.
+/// (`containerd.io/gc.expire`); content and snapshots labelled `containerd.io/gc.root`;
+/// containers' snapshots; what images' and containers' `containerd.io/gc.ref.content*` and
+/// `containerd.io/gc.ref.snapshot.<snapshotter>` labels name. From a root, collection follows
+/// those labels on content and snapshots, a snapshot's parent, and the descriptors inside
+/// indexes and manifests. Everything else is swept: snapshots (rows, then their storage), the
+/// namespace's content row, then the blob once no namespace names it. Expired leases are
+/// deleted. An ingest being written and a snapshot being prepared are never touched.
 ///
 /// Mark and sweep run inside one write transaction, so no commit can make a blob visible while
 /// collection decides about it.
@@ -23,6 +25,7 @@ public final class GarbageCollector: Sendable {
         public var blobsRemoved = 0
         public var leasesExpired = 0
         public var ingestsRemoved = 0
+        public var snapshotsRemoved = 0
     }
 
     let store: MetadataStore
@@ -54,6 +57,7 @@ public final class GarbageCollector: Sendable {
     @discardableResult
     public func collect() async throws(BerthError) -> Result {
         let blobs = store.blobs
+        let snapshotters = Array(store.snapshotters.values)
         let start = ContinuousClock.now
         // Rows go first, in one transaction; files go only after it commits, while this
         // collection still holds the database's writer, so no commit or share can interleave.
@@ -62,13 +66,23 @@ public final class GarbageCollector: Sendable {
             var result = Result()
             var doomedBlobs: [Digest] = []
             var doomedIngests: [String] = []
+            var doomedSnapshots: [(any Snapshotter, Int64)] = []
             try db.inTransaction {
                 result.leasesExpired = try Self.deleteExpiredLeases(db)
                 let marked = try Self.mark(db, blobs: blobs)
+                // Snapshots no one keeps; their storage goes after the commit. An unkept
+                // snapshot's children are unkept too, so no kept row loses its parent.
+                for row in try Row.fetchAll(db, sql: "SELECT id, namespace, snapshotter, key FROM snapshots WHERE ready = 1") {
+                    let key = SnapshotKey(namespace: row["namespace"], snapshotter: row["snapshotter"], key: row["key"])
+                    guard !marked.snapshots.contains(key) else { continue }
+                    try db.execute(sql: "DELETE FROM snapshots WHERE id = ?", arguments: [row["id"] as Int64])
+                    result.snapshotsRemoved += 1
+                }
+                doomedSnapshots = try MetadataStore.orphanedStorage(db, snapshotters)
                 // Sweep content rows namespace by namespace.
                 for row in try Row.fetchAll(db, sql: "SELECT namespace, digest FROM content") {
                     let key = ContentKey(namespace: row["namespace"], digest: row["digest"])
-                    if !marked.contains(key) {
+                    if !marked.content.contains(key) {
                         try db.execute(sql: "DELETE FROM content WHERE namespace = ? AND digest = ?", arguments: [key.namespace, key.digest])
                         result.contentRowsRemoved += 1
                     }
@@ -83,6 +97,11 @@ public final class GarbageCollector: Sendable {
                 doomedIngests = blobs.ingestKeys().filter { !keys.contains($0) }
                 return .commit
             }
+            for (snapshotter, id) in doomedSnapshots {
+                do { try snapshotter.remove(id: id) } catch {
+                    self.logger.warning("snapshot storage \(snapshotter.name)/\(id): cannot remove", metadata: ["error": "\(error)"])
+                }
+            }
             for digest in doomedBlobs where (try? blobs.delete(digest)) != nil {
                 result.blobsRemoved += 1
             }
@@ -95,7 +114,7 @@ public final class GarbageCollector: Sendable {
         if result != Result() {
             logger.info("garbage collected", metadata: [
                 "content": "\(result.contentRowsRemoved)", "blobs": "\(result.blobsRemoved)",
-                "leases": "\(result.leasesExpired)", "ingests": "\(result.ingestsRemoved)",
+                "leases": "\(result.leasesExpired)", "ingests": "\(result.ingestsRemoved)", "snapshots": "\(result.snapshotsRemoved)",
                 "duration": "\(ContinuousClock.now - start)",
             ])
         }
@@ -139,39 +158,95 @@ public final class GarbageCollector: Sendable {
         return expired
     }
 
-    static func mark(_ db: Database, blobs: BlobStore) throws -> Set<ContentKey> {
-        var labelsByKey: [ContentKey: [String: String]] = [:]
+    /// An object collection can keep: a blob in a namespace, or a snapshot.
+    enum Node: Hashable {
+        case content(ContentKey)
+        case snapshot(SnapshotKey)
+    }
+
+    struct SnapshotKey: Hashable {
+        let namespace: String
+        let snapshotter: String
+        let key: String
+    }
+
+    /// The nodes a label map refers to: `containerd.io/gc.ref.content*` and
+    /// `containerd.io/gc.ref.snapshot.<snapshotter>[/...]`.
+    static func references(in labels: [String: String], namespace: String) -> [Node] {
+        var nodes: [Node] = []
+        for (name, value) in labels {
+            if name.hasPrefix(Labels.gcRefContentPrefix) {
+                nodes.append(.content(ContentKey(namespace: namespace, digest: value)))
+            } else if name.hasPrefix(Labels.gcRefSnapshotPrefix) {
+                let snapshotter = name.dropFirst(Labels.gcRefSnapshotPrefix.count).split(separator: "/", maxSplits: 1).first.map(String.init) ?? ""
+                nodes.append(.snapshot(SnapshotKey(namespace: namespace, snapshotter: snapshotter, key: value)))
+            }
+        }
+        return nodes
+    }
+
+    struct Marked {
+        var content = Set<ContentKey>()
+        var snapshots = Set<SnapshotKey>()
+    }
+
+    static func mark(_ db: Database, blobs: BlobStore) throws -> Marked {
+        var contentLabels: [ContentKey: [String: String]] = [:]
         for row in try Row.fetchAll(db, sql: "SELECT namespace, digest, labels FROM content") {
-            labelsByKey[ContentKey(namespace: row["namespace"], digest: row["digest"])] = Codec.labels(row["labels"])
+            contentLabels[ContentKey(namespace: row["namespace"], digest: row["digest"])] = Codec.labels(row["labels"])
         }
-        var queue: [(ContentKey, String?)] = []
+        struct SnapshotEdges { var parent: String?; var labels: [String: String] }
+        var snapshotEdges: [SnapshotKey: SnapshotEdges] = [:]
+        var queue: [(Node, String?)] = []
+        for row in try Row.fetchAll(db, sql: """
+            SELECT s.namespace, s.snapshotter, s.key, s.labels, s.ready, p.key AS parent_key
+            FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id
+            """) {
+            let key = SnapshotKey(namespace: row["namespace"], snapshotter: row["snapshotter"], key: row["key"])
+            let labels = Codec.labels(row["labels"])
+            snapshotEdges[key] = SnapshotEdges(parent: row["parent_key"], labels: labels)
+            // A snapshot still being prepared is in use by its Prepare; gc.root keeps any other.
+            if (row["ready"] as Int64) == 0 || labels[Labels.gcRoot] != nil { queue.append((.snapshot(key), nil)) }
+        }
         for row in try Row.fetchAll(db, sql: "SELECT namespace, digest, media_type, labels FROM images") {
-            queue.append((ContentKey(namespace: row["namespace"], digest: row["digest"]), row["media_type"]))
-            // An image holds what its own gc.ref.content labels name, too.
-            for (name, value) in Codec.labels(row["labels"]) where name.hasPrefix(Labels.gcRefContentPrefix) {
-                queue.append((ContentKey(namespace: row["namespace"], digest: value), nil))
+            queue.append((.content(ContentKey(namespace: row["namespace"], digest: row["digest"])), row["media_type"]))
+            // An image holds what its own gc.ref labels name, too.
+            queue += references(in: Codec.labels(row["labels"]), namespace: row["namespace"]).map { ($0, nil) }
+        }
+        for row in try Row.fetchAll(db, sql: "SELECT namespace, type, id FROM lease_resources") {
+            let type: String = row["type"]
+            if type == "content" {
+                queue.append((.content(ContentKey(namespace: row["namespace"], digest: row["id"])), nil))
+            } else if type.hasPrefix("snapshots/") {
+                queue.append((.snapshot(SnapshotKey(namespace: row["namespace"], snapshotter: String(type.dropFirst(10)), key: row["id"])), nil))
             }
         }
-        for row in try Row.fetchAll(db, sql: "SELECT namespace, id FROM lease_resources WHERE type = 'content'") {
-            queue.append((ContentKey(namespace: row["namespace"], digest: row["id"]), nil))
-        }
-        for row in try Row.fetchAll(db, sql: "SELECT namespace, labels FROM containers") {
-            for (name, value) in Codec.labels(row["labels"]) where name.hasPrefix(Labels.gcRefContentPrefix) {
-                queue.append((ContentKey(namespace: row["namespace"], digest: value), nil))
+        for row in try Row.fetchAll(db, sql: "SELECT namespace, labels, snapshotter, snapshot_key FROM containers") {
+            queue += references(in: Codec.labels(row["labels"]), namespace: row["namespace"]).map { ($0, nil) }
+            let (snapshotter, key): (String, String) = (row["snapshotter"], row["snapshot_key"])
+            if !snapshotter.isEmpty, !key.isEmpty {
+                queue.append((.snapshot(SnapshotKey(namespace: row["namespace"], snapshotter: snapshotter, key: key)), nil))
             }
         }
-        for (key, labels) in labelsByKey where labels[Labels.gcRoot] != nil {
-            queue.append((key, nil))
+        for (key, labels) in contentLabels where labels[Labels.gcRoot] != nil {
+            queue.append((.content(key), nil))
         }
 
-        var marked = Set<ContentKey>()
-        while let (key, mediaType) = queue.popLast() {
-            guard let labels = labelsByKey[key], marked.insert(key).inserted else { continue }
-            for (name, value) in labels where name.hasPrefix(Labels.gcRefContentPrefix) {
-                queue.append((ContentKey(namespace: key.namespace, digest: value), nil))
-            }
-            for child in children(of: key.digest, mediaType: mediaType, blobs: blobs) {
-                queue.append((ContentKey(namespace: key.namespace, digest: child.digest.description), child.mediaType))
+        var marked = Marked()
+        while let (node, mediaType) = queue.popLast() {
+            switch node {
+            case .content(let key):
+                guard let labels = contentLabels[key], marked.content.insert(key).inserted else { continue }
+                queue += references(in: labels, namespace: key.namespace).map { ($0, nil) }
+                for child in children(of: key.digest, mediaType: mediaType, blobs: blobs) {
+                    queue.append((.content(ContentKey(namespace: key.namespace, digest: child.digest.description)), child.mediaType))
+                }
+            case .snapshot(let key):
+                guard let edges = snapshotEdges[key], marked.snapshots.insert(key).inserted else { continue }
+                if let parent = edges.parent {
+                    queue.append((.snapshot(SnapshotKey(namespace: key.namespace, snapshotter: key.snapshotter, key: parent)), nil))
+                }
+                queue += references(in: edges.labels, namespace: key.namespace).map { ($0, nil) }
             }
         }
         return marked

@@ -19,13 +19,14 @@ extension MetadataStore {
         }
     }
 
-    /// Lease ids are not identifiers: clients make them from random base64 (`123-a_-b`), so
-    /// only emptiness, length and control characters are refused.
+    /// Lease ids are not identifiers: clients make them from random base64 (`123-a_-b`) and
+    /// `ctr images mount` uses the mount target's path, so only emptiness, length and control
+    /// characters are refused, as containerd refuses nothing but an empty id.
     static func validateLeaseID(_ id: String) throws(BerthError) {
         guard !id.isEmpty else { throw .invalidArgument("lease id must not be empty") }
         guard id.utf8.count <= 256 else { throw .invalidArgument("lease id \(quoted(String(id.prefix(40))))...: longer than 256 bytes") }
-        guard !id.unicodeScalars.contains(where: { $0.value < 0x20 || $0 == "/" }) else {
-            throw .invalidArgument("lease id \(quoted(id)): must not contain '/' or control characters")
+        guard !id.unicodeScalars.contains(where: { $0.value < 0x20 }) else {
+            throw .invalidArgument("lease id \(quoted(id)): must not contain control characters")
         }
     }
 

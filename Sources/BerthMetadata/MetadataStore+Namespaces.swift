@@ -55,7 +55,7 @@ extension MetadataStore {
         }
     }
 
-    /// Deletes a namespace that holds no images, blobs or containers (`failedPrecondition`
+    /// Deletes a namespace that holds no images, blobs, containers or snapshots (`failedPrecondition`
     /// naming what it still holds otherwise). Its leases and ingests go with it, as in containerd.
     public func deleteNamespace(_ namespace: Namespace) async throws(BerthError) {
         let blobs = self.blobs
@@ -64,7 +64,7 @@ extension MetadataStore {
                 throw BerthError.notFound("namespace \(namespace): not found")
             }
             var holds: [String] = []
-            for (table, noun) in [("images", "images"), ("content", "blobs"), ("containers", "containers")] {
+            for (table, noun) in [("images", "images"), ("content", "blobs"), ("containers", "containers"), ("snapshots", "snapshots")] {
                 if try Bool.fetchOne(db, sql: "SELECT 1 FROM \(table) WHERE namespace = ? LIMIT 1", arguments: [namespace.name]) == true {
                     holds.append(noun)
                 }

@@ -13,11 +13,15 @@ import GRDB
 public final class MetadataStore: Sendable {
     let pool: DatabasePool
     public let blobs: BlobStore
+    /// The snapshotters' storage, by name (`overlayfs`, `native`).
+    public let snapshotters: [String: any Snapshotter]
     /// Called after every deletion, so the owner can schedule garbage collection.
     let onDeletion: @Sendable () -> Void
 
-    public init(path: String, blobs: BlobStore, onDeletion: @escaping @Sendable () -> Void = {}) throws(BerthError) {
+    public init(path: String, blobs: BlobStore, snapshotters: [any Snapshotter] = [],
+                onDeletion: @escaping @Sendable () -> Void = {}) throws(BerthError) {
         self.blobs = blobs
+        self.snapshotters = Dictionary(snapshotters.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         self.onDeletion = onDeletion
         do {
             var configuration = Configuration()

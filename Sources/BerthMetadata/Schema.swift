@@ -94,6 +94,32 @@ enum Schema {
                 );
                 """)
         }
+        migrator.registerMigration("v2: snapshots") { db in
+            try db.execute(sql: """
+                -- A snapshot as one namespace sees it. `key` is the key of an active snapshot or
+                -- view, or the name of a committed one; `id` names its storage in the
+                -- snapshotter. A row is `ready` once its storage is complete: a Prepare inserts
+                -- it not ready (reserving the key, pinning the parent), makes the storage, then
+                -- sets ready. Start-up removes rows a crash left not ready.
+                -- size, inodes: usage of a committed snapshot, recorded at commit.
+                CREATE TABLE snapshots (
+                    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+                    snapshotter TEXT NOT NULL,
+                    namespace   TEXT NOT NULL REFERENCES namespaces(name),
+                    key         TEXT NOT NULL,
+                    parent_id   INTEGER REFERENCES snapshots(id) DEFERRABLE INITIALLY DEFERRED,
+                    kind        TEXT NOT NULL CHECK (kind IN ('active', 'view', 'committed')),
+                    labels      TEXT NOT NULL DEFAULT '{}',
+                    ready       INTEGER NOT NULL DEFAULT 0,
+                    size        INTEGER,
+                    inodes      INTEGER,
+                    created_at  INTEGER NOT NULL,
+                    updated_at  INTEGER NOT NULL,
+                    UNIQUE (snapshotter, namespace, key)
+                );
+                CREATE INDEX snapshots_by_parent ON snapshots(parent_id);
+                """)
+        }
         return migrator
     }
 }

@@ -101,4 +101,7 @@ enum Topic {
     static let containerCreate = "/containers/create"
     static let containerUpdate = "/containers/update"
     static let containerDelete = "/containers/delete"
+    static let snapshotPrepare = "/snapshot/prepare"
+    static let snapshotCommit = "/snapshot/commit"
+    static let snapshotRemove = "/snapshot/remove"
 }

@@ -48,6 +48,31 @@ public enum FileSystem {
         guard fsync(fd) == 0 else { throw errnoError("fsync directory \(path)") }
     }
 
+    /// Up to `length` bytes of the file at `path` from `offset` (fewer at its end).
+    public static func readRange(_ path: String, offset: Int64, length: Int) throws(BerthError) -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw errnoError("open \(path)") }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: length)
+        var done = 0
+        while done < length {
+            let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, length - done, off_t(offset) + off_t(done)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw errnoError("read \(path)")
+            }
+            if n == 0 { break }
+            done += n
+        }
+        bytes.removeLast(length - done)
+        return bytes
+    }
+
+    /// Creates the directory `path`; `alreadyExists` if it exists.
+    public static func makeDirectory(_ path: String, mode: mode_t = 0o755) throws(BerthError) {
+        guard mkdir(path, mode) == 0 else { throw errnoError("mkdir \(path)") }
+    }
+
     /// Creates `path` and its missing parents.
     public static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws(BerthError) {
         var current = path.hasPrefix("/") ? "" : "."

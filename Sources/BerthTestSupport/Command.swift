@@ -32,13 +32,14 @@ public enum TestSupportError: Error, CustomStringConvertible {
 public enum Command {
     @discardableResult
     public static func run(_ arguments: [String], stdinFile: String? = nil, environment: [String: String] = [:],
-                           timeout: Duration = .seconds(120)) throws -> CommandResult {
-        let process = try start(arguments, stdinFile: stdinFile, environment: environment)
+                           directory: String? = nil, timeout: Duration = .seconds(120)) throws -> CommandResult {
+        let process = try start(arguments, stdinFile: stdinFile, environment: environment, directory: directory)
         return try process.wait(timeout: timeout)
     }
 
     /// Starts a program and returns at once; the caller waits or kills it.
-    public static func start(_ arguments: [String], stdinFile: String? = nil, environment: [String: String] = [:]) throws -> RunningCommand {
+    public static func start(_ arguments: [String], stdinFile: String? = nil, environment: [String: String] = [:],
+                             directory: String? = nil) throws -> RunningCommand {
         guard let executable = arguments.first else { throw TestSupportError.failed("empty command") }
         let path = try which(executable)
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("berth-cmd-\(UUID().uuidString)")
@@ -50,6 +51,7 @@ public enum Command {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)
         process.arguments = Array(arguments.dropFirst())
+        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
         var env = ProcessInfo.processInfo.environment
         for (key, value) in environment { env[key] = value }
         process.environment = env

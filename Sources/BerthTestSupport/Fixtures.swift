@@ -144,10 +144,33 @@ public final class DaemonProcess: @unchecked Sendable {
     /// SIGKILL: a crash.
     public func crash() { process?.stop(signal: SIGKILL) }
 
-    /// Stops the daemon and removes its directory.
+    /// Stops the daemon, unmounts whatever a test left mounted under its directory, and removes
+    /// the directory (never through a mount point).
     public func cleanUp() {
         stop()
+        unmountAll(under: directory)
+        guard mountPoints(under: directory).isEmpty else { return }
         try? FileManager.default.removeItem(atPath: directory)
+    }
+}
+
+/// Mount points at or below `directory`, deepest first, from /proc/self/mountinfo.
+public func mountPoints(under directory: String) -> [String] {
+    guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return [] }
+    let prefix = directory.hasSuffix("/") ? directory : directory + "/"
+    return text.split(separator: "\n").compactMap { line -> String? in
+        let fields = line.split(separator: " ")
+        guard fields.count > 4 else { return nil }
+        // Octal escapes (\040 for a space) are left as they are: test paths have none.
+        let point = String(fields[4])
+        return point == directory || point.hasPrefix(prefix) ? point : nil
+    }.sorted { $0.count > $1.count }
+}
+
+/// Lazily unmounts every mount point at or below `directory`.
+public func unmountAll(under directory: String) {
+    for point in mountPoints(under: directory) {
+        _ = umount2(point, Int32(MNT_DETACH))
     }
 }
 

@@ -38,7 +38,7 @@ struct LeaseStoreTests {
         }
     }
 
-    @Test(arguments: ["a/b", "tab\there", "nl\n", String(repeating: "x", count: 257)])
+    @Test(arguments: ["tab\there", "nl\n", String(repeating: "x", count: 257)])
     func invalidIDs(id: String) async throws {
         try await withStore { (store, _) async throws in
             let error = await #expect(throws: BerthError.self) { try await store.createLease(defaultNS, id: id, labels: [:]) }

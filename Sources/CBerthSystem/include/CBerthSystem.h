@@ -2,10 +2,58 @@
 #define CBERTHSYSTEM_H
 
 #include <malloc.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/types.h>
+#include <unistd.h>
 
 /// glibc allocator controls that Swift's Glibc module does not export.
 static inline int cberth_mallopt_mmap_threshold(int bytes) { return mallopt(M_MMAP_THRESHOLD, bytes); }
 static inline int cberth_mallopt_arena_max(int arenas) { return mallopt(M_ARENA_MAX, arenas); }
 static inline int cberth_malloc_trim(void) { return malloc_trim(0); }
+
+/// openat2(2), which glibc 2.36 does not wrap. `resolve` takes RESOLVE_* flags, e.g.
+/// RESOLVE_IN_ROOT to resolve `path` as if `dirfd` were the root directory.
+static inline int cberth_openat2(int dirfd, const char *path, unsigned long long flags,
+                                 unsigned long long mode, unsigned long long resolve) {
+    struct open_how how = { .flags = flags, .mode = mode, .resolve = resolve };
+    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+}
+static const unsigned long long CBERTH_RESOLVE_IN_ROOT = RESOLVE_IN_ROOT;
+static const unsigned long long CBERTH_RESOLVE_NO_MAGICLINKS = RESOLVE_NO_MAGICLINKS;
+static const unsigned long long CBERTH_RESOLVE_NO_SYMLINKS = RESOLVE_NO_SYMLINKS;
+static const unsigned long long CBERTH_RESOLVE_BENEATH = RESOLVE_BENEATH;
+static const unsigned long long CBERTH_RESOLVE_NO_XDEV = RESOLVE_NO_XDEV;
+
+/// Device numbers (macros in glibc).
+static inline dev_t cberth_makedev(unsigned int major, unsigned int minor) { return makedev(major, minor); }
+static inline unsigned int cberth_major(dev_t dev) { return major(dev); }
+static inline unsigned int cberth_minor(dev_t dev) { return minor(dev); }
+
+/// The new mount API (Linux 5.2+; `lowerdir+` for overlayfs since 6.8), which takes overlay
+/// layers one by one instead of one option string limited to a page.
+/// Constants from <linux/mount.h>, which cannot be included beside glibc's <sys/mount.h>.
+enum {
+    CBERTH_FSOPEN_CLOEXEC = 1,
+    CBERTH_FSCONFIG_SET_FLAG = 0,
+    CBERTH_FSCONFIG_SET_STRING = 1,
+    CBERTH_FSCONFIG_CMD_CREATE = 6,
+    CBERTH_FSMOUNT_CLOEXEC = 1,
+    CBERTH_MOUNT_ATTR_RDONLY = 1,
+    CBERTH_MOVE_MOUNT_F_EMPTY_PATH = 4,
+};
+static inline int cberth_fsopen(const char *fstype, unsigned int flags) {
+    return (int)syscall(SYS_fsopen, fstype, flags);
+}
+static inline int cberth_fsconfig(int fd, unsigned int cmd, const char *key, const char *value, int aux) {
+    return (int)syscall(SYS_fsconfig, fd, cmd, key, value, aux);
+}
+static inline int cberth_fsmount(int fd, unsigned int flags, unsigned int attributes) {
+    return (int)syscall(SYS_fsmount, fd, flags, attributes);
+}
+static inline int cberth_move_mount(int from_dirfd, const char *from_path, int to_dirfd, const char *to_path, unsigned int flags) {
+    return (int)syscall(SYS_move_mount, from_dirfd, from_path, to_dirfd, to_path, flags);
+}
 
 #endif
