@@ -233,3 +233,31 @@ bench_median() {
     printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
         if (NR % 2) printf "%.3f\n", v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
+
+# Prints ", built from REV" (plus "plus uncommitted changes in Sources/" when the work tree has
+# some) when bench_berthd_binary built berthd from this repository; nothing when BERTHD was given.
+bench_berthd_source() {
+    local rev
+    [ -z "${BERTHD:-}" ] || return 0
+    rev=$(git -C "$BERTH_REPO" rev-parse --short HEAD 2>/dev/null) || return 0
+    if [ -n "$(git -C "$BERTH_REPO" status --porcelain -- Sources Package.swift Package.resolved 2>/dev/null)" ]; then
+        printf ', built from %s plus uncommitted changes in Sources/\n' "$rev"
+    else
+        printf ', built from %s\n' "$rev"
+    fi
+}
+
+# Prints the server version `ctr --address SOCK version` reports for a started daemon.
+bench_server_version() {
+    ctr --address "${BENCH_SOCK[$1]}" version 2>/dev/null | awk '/^Server:/ { s = 1 } s && $1 == "Version:" { print $2; exit }'
+}
+
+# Prints the CPU time PID has used so far, user plus system, in seconds (from /proc/PID/stat;
+# children it waited for are not included).
+bench_cpu_seconds() {
+    local stat rest
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    rest=${stat##*) }   # the command name may hold spaces and parentheses; fields follow the last ')'
+    # After the name: state(3) ppid(4) ... utime(14) stime(15), i.e. the 12th and 13th here.
+    awk -v t="$(getconf CLK_TCK)" '{ printf "%.2f\n", ($12 + $13) / t }' <<<"$rest"
+}
