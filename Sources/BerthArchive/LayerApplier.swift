@@ -92,11 +92,6 @@ public enum LayerApplier {
         return ApplyResult(uncompressedDigest: summary.digest, uncompressedSize: summary.uncompressedSize,
                            compressedSize: summary.compressedSize)
     }
-
-    /// Applies a layer from an in-memory chunk source (tests and callers that already hold the bytes).
-    static func apply(reader: TarReader, rootfd: Int32, options: ApplyOptions) throws(BerthError) {
-        try Applier(rootfd: rootfd, options: options).run(reader)
-    }
 }
 
 private let whiteoutPrefix = Array(".wh.".utf8)
@@ -203,9 +198,17 @@ private final class Applier {
     }
 
     private func firstWhiteoutComponent(_ path: [UInt8]) -> ArraySlice<UInt8>? {
-        guard !path.isEmpty else { return nil }
-        for component in path.split(separator: EntryPath.slash) where component.starts(with: whiteoutPrefix) {
-            return component
+        // Scans in place: this runs for every entry.
+        var start = 0
+        let count = path.count
+        while start < count {
+            var end = start
+            while end < count && path[end] != EntryPath.slash { end += 1 }
+            if end - start >= 4 && path[start] == 0x2E && path[start + 1] == 0x77 && path[start + 2] == 0x68
+                && path[start + 3] == 0x2E {
+                return path[start..<end]
+            }
+            start = end + 1
         }
         return nil
     }

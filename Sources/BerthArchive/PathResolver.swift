@@ -40,6 +40,21 @@ enum EntryPath {
         return out
     }
 
+    /// Like ``normalize(_:)``, but a `..` at the root stays at the root, as the kernel resolves it
+    /// (`RESOLVE_IN_ROOT`). For symlink targets, which may legitimately say `../../..`.
+    static func normalizeInRoot(_ name: [UInt8]) -> [UInt8] {
+        var components: [ArraySlice<UInt8>] = []
+        for component in name.split(separator: slash, omittingEmptySubsequences: true) {
+            if component.count == 1 && component.first == dot { continue }
+            if component.count == 2 && component.allSatisfy({ $0 == dot }) {
+                _ = components.popLast()
+                continue
+            }
+            components.append(component)
+        }
+        return Array(components.joined(separator: [slash]))
+    }
+
     /// Splits a normalized path into its parent (empty for the root) and final component.
     static func split(_ path: [UInt8]) -> (parent: [UInt8], base: [UInt8]) {
         guard let slashIndex = path.lastIndex(of: slash) else { return ([], path) }
@@ -147,7 +162,10 @@ final class PathResolver {
 
     /// Walks `path` from the root, creating each missing directory (mode 0755, or a lower's attributes through
     /// `onCreatedDirectory`). Each prefix is resolved from the root again, so symlinks keep their in-root meaning.
-    private func createMissing(_ path: [UInt8], entry: String) throws(BerthError) -> Int32 {
+    private func createMissing(_ path: [UInt8], entry: String, symlinks: Int = 0) throws(BerthError) -> Int32 {
+        guard symlinks < 40 else {
+            throw .invalidArgument("layer entry \(quoted(entry)): too many levels of symbolic links in its parent")
+        }
         var previous = rootfd
         defer { if previous != rootfd { close(previous) } }
         var end = 0
@@ -164,6 +182,16 @@ final class PathResolver {
                 let made = withCStringNoThrow(component) { mkdirat(previous, $0, 0o755) }
                 if made != 0 {
                     let mkdirCode = errno
+                    if mkdirCode == EEXIST, let st = withCStringNoThrow(component, { lstatAt(previous, $0) }),
+                       fileType(st.st_mode) == S_IFLNK {
+                        // A dangling symlink: create its target, resolved inside the root, as containerd's
+                        // RootPath + MkdirAll do. Continue with the rest of the path below that target.
+                        let target = try withCString(component) { name throws(BerthError) in try readLinkAt(previous, name) }
+                        let base = target.first == EntryPath.slash ? [] : resolvedPath(of: previous, appending: [])
+                        let rest = next < path.count ? Array(path[next...]) : []
+                        let redirected = EntryPath.normalizeInRoot(base + [EntryPath.slash] + target + rest)
+                        return try createMissing(redirected, entry: entry, symlinks: symlinks + 1)
+                    }
                     if mkdirCode == ENOSPC || mkdirCode == EDQUOT {
                         throw BerthError(.resourceExhausted, "no space left on device while writing \(quoted(entry))")
                     }

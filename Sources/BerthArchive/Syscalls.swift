@@ -40,14 +40,13 @@ func withCStringNoThrow<R>(_ bytes: some Collection<UInt8>, _ body: (UnsafePoint
     }
 }
 
-/// `/proc/self/fd/<dirfd>/<name>`: names `name` inside the directory open as `dirfd` for the path-only
+/// `/proc/self/fd/<dirfd>/<name>` (`<dirfd>` itself, which must be a directory, for an empty name): names `name` inside the directory open as `dirfd` for the path-only
 /// xattr calls (`lsetxattr`, `llistxattr`), which do not follow the final component.
 func procPath(_ dirfd: Int32, _ name: some Collection<UInt8>) -> [UInt8] {
-    var path = Array("/proc/self/fd/\(dirfd)".utf8)
-    if !name.isEmpty {
-        path.append(UInt8(ascii: "/"))
-        path.append(contentsOf: name)
-    }
+    // With no name, "/proc/self/fd/N/." names the directory itself; the bare magic link would make the
+    // l*xattr calls act on the link.
+    var path = Array("/proc/self/fd/\(dirfd)/".utf8)
+    if name.isEmpty { path.append(UInt8(ascii: ".")) } else { path.append(contentsOf: name) }
     return path
 }
 

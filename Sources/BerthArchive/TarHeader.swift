@@ -97,10 +97,11 @@ struct RawTarHeader {
               stored == Int64(unsignedSum) || stored == Int64(signedSum) else {
             throw BerthError(.dataLoss, "layer tar: invalid header checksum (corrupt or not a tar archive)")
         }
-        let magic = Array(field(TarHeaderLayout.magic))
-        let version = Array(field(TarHeaderLayout.version))
-        let isUstar = magic == Array("ustar\0".utf8)
-        let isGNU = magic == Array("ustar ".utf8) && version == Array(" \0".utf8)
+        // "ustar\0" (POSIX) or "ustar  \0" (GNU), compared in place.
+        let isUstarPrefix = block[257] == 0x75 && block[258] == 0x73 && block[259] == 0x74 && block[260] == 0x61
+            && block[261] == 0x72
+        let isUstar = isUstarPrefix && block[262] == 0
+        let isGNU = isUstarPrefix && block[262] == 0x20 && block[263] == 0x20 && block[264] == 0
         var name = cString(field(TarHeaderLayout.name))
         if isUstar {
             let prefix = cString(field(TarHeaderLayout.prefix))

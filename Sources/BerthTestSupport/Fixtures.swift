@@ -239,13 +239,18 @@ public struct TestImages: Sendable {
     public var dockerArchive: String { "\(directory)/busybox-docker.tar" }
     public var bigArchive: String { "\(directory)/big-oci.tar" }
 
-    /// Builds the images into a fresh directory; `bigMegabytes` adds the `big:1` image.
-    public static func build(bigMegabytes: Int? = nil) throws -> TestImages {
+    /// Builds the images into a fresh directory; `bigMegabytes` adds the `big:1` image,
+    /// `variants` the zstd, uncompressed, multi-platform and 130-layer images.
+    public static func build(bigMegabytes: Int? = nil, variants: Bool = false) throws -> TestImages {
         let directory = try TestEnvironment.makeTemporaryDirectory("berth-img")
-        var arguments = ["\(TestEnvironment.repository)/scripts/make-test-images"]
-        if let bigMegabytes { arguments += ["--big", directory, String(bigMegabytes)] } else { arguments.append(directory) }
-        let result = try Command.run(arguments, timeout: .seconds(600))
-        guard result.succeeded else { throw TestSupportError.failed("make-test-images: \(result)") }
+        let script = "\(TestEnvironment.repository)/scripts/make-test-images"
+        var runs = [[script, directory]]
+        if let bigMegabytes { runs.append([script, "--big", directory, String(bigMegabytes)]) }
+        if variants { runs.append([script, "--variants", directory]) }
+        for arguments in runs {
+            let result = try Command.run(arguments, timeout: .seconds(600))
+            guard result.succeeded else { throw TestSupportError.failed("make-test-images: \(result)") }
+        }
         return TestImages(directory: directory)
     }
 

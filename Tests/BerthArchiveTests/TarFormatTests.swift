@@ -50,13 +50,13 @@ struct TarFormatTests {
         let scratch = try Scratch("fmt")
         defer { scratch.cleanup() }
         let source = try scratch.sub("src")
-        let longDir = String(repeating: "d", count: 120)
+        let longDir = String(repeating: "d", count: format == "ustar" ? 90 : 120) + "/" + String(repeating: "e", count: 40)
         let longName = format == "ustar" ? "short" : String(repeating: "n", count: 150)
         _ = try sh("""
             cd \(source) && mkdir -p a/b \(longDir) && printf hello > a/b/file && chmod 4755 a/b/file \
             && printf x > \(longDir)/\(longName) && ln -s ../a/b/file a/link && ln a/b/file a/hard \
             && mkfifo a/fifo && mknod a/null c 1 3 && mknod a/blk b 7 0 && chown 1234:5678 a/b/file \
-            && chmod 1777 a/b && touch -h -d '2020-01-02 03:04:05.123456789' a/link a/b/file \
+            && chmod 4755 a/b/file && chmod 1777 a/b && touch -h -d '2020-01-02 03:04:05.123456789' a/link a/b/file \
             && touch -d '2019-05-06 07:08:09' a/b a \(longDir) && printf big > a/empty && : > a/empty
             """)
         if format == "pax" {
@@ -77,9 +77,11 @@ struct TarFormatTests {
         var actual = try describeTree(target)
         if format != "pax" {
             // Only pax carries sub-second times.
-            expected = expected.mapValues { $0.replacingOccurrences(of: ".123456789", with: ".0") }
+            expected = expected.mapValues { $0.replacing(/mtime=(\d+)\.\d+/) { "mtime=\($0.1).0" } }
         }
-        if format != "pax" { actual = actual.mapValues { $0 } }
+        // The root directory itself ("./") is ignored, as containerd does.
+        expected.removeValue(forKey: ".")
+        actual.removeValue(forKey: ".")
         expectSameTrees(expected, actual)
         #expect(lstatPath("\(target)/a/b/file")!.st_mode & 0o7777 == 0o4755)
     }
@@ -89,7 +91,7 @@ struct TarFormatTests {
         let scratch = try Scratch("pax")
         defer { scratch.cleanup() }
         let target = try scratch.sub("t")
-        let long = String(repeating: "p", count: 300)
+        let long = Array(repeating: String(repeating: "p", count: 99), count: 3).joined(separator: "/")
         var file = Item.file("\(long)/f", "data", mode: 0o640, uid: 3_000_000, gid: 4_000_000, mtime: 1_700_000_000,
                              nanos: 987_654_321, xattrs: [("user.k", Array("v".utf8)), ("security.x", [1, 2])])
         file.entry.atime = nil
@@ -141,9 +143,11 @@ struct TarFormatTests {
         let target = try scratch.sub("t")
         var dir = Item.dir("dev", mtime: 1_234_567)
         dir.entry.mtime.nanoseconds = 0
+        var hardlink = Item.hardlink("dev/h", "dev/f")
+        hardlink.entry.mode = 0o2755  // a link entry's metadata applies to the shared inode, as in containerd
         try apply(try tarBytes([dir, .node("dev/null", .characterDevice, major: 1, minor: 3, mode: 0o666),
                                 .node("dev/loop9", .blockDevice, major: 7, minor: 9), .node("dev/pipe", .fifo),
-                                .file("dev/f", "data", mode: 0o2755), .hardlink("dev/h", "dev/f")]), to: target)
+                                .file("dev/f", "data", mode: 0o2755), hardlink]), to: target)
         let null = try #require(lstatPath("\(target)/dev/null"))
         #expect(null.st_mode & S_IFMT == S_IFCHR && cberth_major(null.st_rdev) == 1 && cberth_minor(null.st_rdev) == 3)
         #expect(null.st_mode & 0o777 == 0o666)

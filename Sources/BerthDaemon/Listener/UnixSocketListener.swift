@@ -177,6 +177,10 @@ private enum SocketLocks {
 /// - `http2.targetWindowSize` = `targetWindowSize` (16 MiB instead of 65535: halves the time of a
 ///   256 MB ingest);
 /// - `http2.maxFrameSize` = `maxFrameSize` (16 KiB, the HTTP/2 default; grpc-go never sends larger);
+/// - max concurrent streams: 65536, advertised. Unadvertised, nio-http2 holds clients to 100 and
+///   closes the connection with PROTOCOL_ERROR beyond that, while grpc-go assumes no limit (as
+///   containerd's grpc-go server sets none): `ctr images pull` of a 130-layer image keeps a
+///   `Content/Write` stream open per layer and would lose its connection.
 /// - keepalive: clients may ping without calls in progress, at most every 10 s before pings count
 ///   as strikes. Only the PINGs ``PingResponder`` forwards (a flood) ever reach that policing.
 ///
@@ -200,6 +204,7 @@ public func makeUnixServerTransport(
     maxMessageSize: Int = 16 << 20,
     targetWindowSize: Int = 16 << 20,
     maxFrameSize: Int = 1 << 14,
+    maxConcurrentStreams: Int = 1 << 16,
     pingBudget: PingResponder.Budget = .default,
     eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
 ) throws(BerthError) -> HTTP2ServerTransport.Custom<UnixSocketListener> {
@@ -211,6 +216,7 @@ public func makeUnixServerTransport(
     config.rpc.maxRequestPayloadSize = maxMessageSize
     config.http2.targetWindowSize = targetWindowSize
     config.http2.maxFrameSize = maxFrameSize
+    config.http2.maxConcurrentStreams = maxConcurrentStreams
     config.connection.keepalive.clientBehavior = HTTP2ServerTransport.Config.ClientKeepaliveBehavior(
         minPingIntervalWithoutCalls: .seconds(10), allowWithoutCalls: true)
     return HTTP2ServerTransport.Custom(listenerFactory: listener, config: config)
