@@ -153,7 +153,7 @@ EOF
 }
 
 # Prints the path of a release berthd: $BERTHD if set, else builds it in the repository
-# (`swift build -c release --static-swift-stdlib --product berthd`, output in $BENCH_TMP/logs/build.log).
+# (berth_build_release, as scripts/setup builds it; output in $BENCH_TMP/logs/build.log).
 bench_berthd_binary() {
     local log="$BENCH_TMP/logs/build.log" bin
     if [ -n "${BERTHD:-}" ]; then
@@ -162,12 +162,11 @@ bench_berthd_binary() {
         return 0
     fi
     berth_ensure_swift
-    bench_log "building berthd (swift build -c release --static-swift-stdlib --product berthd; the first build takes 10 minutes or more)"
-    if ! (cd "$BERTH_REPO" && swift build -c release --static-swift-stdlib --product berthd) >"$log" 2>&1; then
+    bench_log "building berthd (release, as scripts/setup does; the first build takes 10 minutes or more)"
+    if ! bin=$(cd "$BERTH_REPO" && berth_build_release 2>"$log"); then
         tail -n 40 "$log" >&2
         berth_die "release build of berthd failed (log above); or set BERTHD to a built binary"
     fi
-    bin="$(cd "$BERTH_REPO" && swift build -c release --static-swift-stdlib --show-bin-path)/berthd"
     [ -x "$bin" ] || berth_die "release build did not produce $bin"
     printf '%s\n' "$bin"
 }
