@@ -131,6 +131,10 @@ struct UnpackFaultTests {
         #expect(try daemon.ctrOK(["images", "ls", "-q"]).contains("docker.io/library/big:1"))
         let grown = try Command.run(["mount", "-o", "remount,size=256m", daemon.root])
         try #require(grown.succeeded, "remount: \(grown)")
+        // ctr's own lease could not be deleted on the full disk either.
+        for lease in try daemon.ctrOK(["leases", "ls", "-q"]).split(separator: "\n") {
+            try daemon.ctrOK(["leases", "rm", String(lease)])
+        }
         for row in try Self.snapshotRows(daemon) where row.last == "Active" {
             // ctr's extract keys hold a space: "extract-<n>-<id> <chain ID>".
             let key = row[0].hasPrefix("extract-") ? row[0] + " " + row[1] : row[0]

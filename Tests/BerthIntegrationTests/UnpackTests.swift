@@ -209,6 +209,9 @@ struct UnpackTests {
             try daemon.ctrOK(["containers", "create", "--snapshotter", snapshotter, image, "c1"])
             let info = try daemon.ctrOK(["containers", "info", "c1"])
             #expect(info.contains("\"SnapshotKey\": \"c1\""), "container info: \(info)")
+            #expect(try daemon.ctrOK(["containers", "ls"]).contains("c1"))
+            try daemon.ctrOK(["containers", "label", "c1", "tier=test"])
+            #expect(try daemon.ctrOK(["containers", "info", "c1"]).contains("\"tier\": \"test\""))
             var rows = try Self.snapshotRows(daemon, snapshotter)
             #expect(rows.contains { $0.first == "c1" && $0.last == "Active" }, "c1's snapshot: \(rows)")
 
