@@ -5,6 +5,7 @@ import Musl
 #endif
 import BerthCore
 import BerthSystem
+import CBerthSystem
 
 /// Whole-tree operations for snapshotters: copy, disk usage and removal. None of them follows a symlink
 /// found in the tree.

@@ -242,16 +242,4 @@ func readLinkAt(_ dirfd: Int32, _ name: UnsafePointer<CChar>) throws(BerthError)
 /// architecture Berth builds for.
 let O_PATH: Int32 = 0o10000000
 
-// <sys/xattr.h> is not part of Swift's Glibc module. These forward declarations bind the glibc symbols
-// directly; their arguments are plain integers and pointers, which the Swift and C calling conventions pass
-// identically. (A C shim in CBerthSystem would be the tidier home; see the module README.)
-@_silgen_name("fsetxattr")
-func fsetxattr(_ fd: Int32, _ name: UnsafePointer<CChar>, _ value: UnsafeRawPointer?, _ size: Int, _ flags: Int32) -> Int32
-@_silgen_name("setxattr")
-func setxattr(_ path: UnsafePointer<CChar>, _ name: UnsafePointer<CChar>, _ value: UnsafeRawPointer?, _ size: Int, _ flags: Int32) -> Int32
-@_silgen_name("lsetxattr")
-func lsetxattr(_ path: UnsafePointer<CChar>, _ name: UnsafePointer<CChar>, _ value: UnsafeRawPointer?, _ size: Int, _ flags: Int32) -> Int32
-@_silgen_name("lgetxattr")
-func lgetxattr(_ path: UnsafePointer<CChar>, _ name: UnsafePointer<CChar>, _ value: UnsafeMutableRawPointer?, _ size: Int) -> Int
-@_silgen_name("llistxattr")
-func llistxattr(_ path: UnsafePointer<CChar>, _ list: UnsafeMutablePointer<CChar>?, _ size: Int) -> Int
+// The xattr calls (<sys/xattr.h>) come from CBerthSystem, which includes that header.

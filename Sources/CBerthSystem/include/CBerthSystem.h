@@ -6,6 +6,7 @@
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
+#include <sys/xattr.h>   // not part of Swift's Glibc module: fsetxattr, lsetxattr, lgetxattr, llistxattr
 #include <unistd.h>
 
 /// glibc allocator controls that Swift's Glibc module does not export.
