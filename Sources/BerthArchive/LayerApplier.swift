@@ -138,8 +138,13 @@ private final class Applier {
     deinit { for fd in lowerfds { close(fd) } }
 
     func run(_ reader: TarReader) throws(BerthError) {
-        while let entry = try reader.next() {
+        while var entry = try reader.next() {
             guard options.shouldContinue() else { throw BerthError(.cancelled, "layer apply cancelled") }
+            if options.whiteouts == .overlay {
+                // overlayfs reads these from the upper directory (opaque, redirect, metacopy):
+                // only whiteout entries may set them, never a layer's own xattrs.
+                entry.xattrs.removeAll { $0.name.hasPrefix("trusted.overlay.") }
+            }
             try apply(entry, reader)
         }
         try setDirectoryTimes()

@@ -138,7 +138,13 @@ func removeAllAt(_ dirfd: Int32, _ name: [UInt8]) throws(BerthError) {
         }
         var fd = openAt(dirfd, cname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         if fd < 0 && errno == EACCES {
-            _ = fchmodat(dirfd, cname, 0o700, 0)
+            // Make it readable through an O_PATH fd that cannot be a symlink swapped in meanwhile
+            // (fchmodat by name would follow one).
+            let pathfd = openAt(dirfd, cname, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            if pathfd >= 0 {
+                _ = withCStringNoThrow(Array("/proc/self/fd/\(pathfd)".utf8)) { chmod($0, 0o700) }
+                close(pathfd)
+            }
             fd = openAt(dirfd, cname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         }
         guard fd >= 0 else {

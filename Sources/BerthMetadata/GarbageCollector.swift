@@ -62,23 +62,26 @@ public final class GarbageCollector: Sendable {
         // Rows go first, in one transaction; files go only after it commits, while this
         // collection still holds the database's writer, so no commit or share can interleave.
         // A crash or a failed commit therefore never leaves a row whose blob is gone.
-        let result = try await store.writeWithoutTransaction { db in
+        let (result, doomedStorage) = try await store.writeWithoutTransaction { db in
             var result = Result()
             var doomedBlobs: [Digest] = []
             var doomedIngests: [String] = []
-            var doomedSnapshots: [(any Snapshotter, Int64)] = []
+            var doomedSnapshots: [MetadataStore.SendableStorage] = []
             try db.inTransaction {
                 result.leasesExpired = try Self.deleteExpiredLeases(db)
-                let marked = try Self.mark(db, blobs: blobs)
+                let preparing = self.store.preparingSnapshots.withLock { $0 }
+                let marked = try Self.mark(db, blobs: blobs, preparing: preparing)
                 // Snapshots no one keeps; their storage goes after the commit. An unkept
                 // snapshot's children are unkept too, so no kept row loses its parent.
-                for row in try Row.fetchAll(db, sql: "SELECT id, namespace, snapshotter, key FROM snapshots WHERE ready = 1") {
+                // A row left not ready by a Prepare that is no longer running (a cancelled call
+                // whose clean-up failed) is garbage too.
+                for row in try Row.fetchAll(db, sql: "SELECT id, namespace, snapshotter, key FROM snapshots") {
                     let key = SnapshotKey(namespace: row["namespace"], snapshotter: row["snapshotter"], key: row["key"])
-                    guard !marked.snapshots.contains(key) else { continue }
+                    guard !marked.snapshots.contains(key), !preparing.contains(row["id"]) else { continue }
                     try db.execute(sql: "DELETE FROM snapshots WHERE id = ?", arguments: [row["id"] as Int64])
                     result.snapshotsRemoved += 1
                 }
-                doomedSnapshots = try MetadataStore.orphanedStorage(db, snapshotters)
+                doomedSnapshots = try MetadataStore.orphanedStorage(db, snapshotters).map(MetadataStore.SendableStorage.init)
                 // Sweep content rows namespace by namespace.
                 for row in try Row.fetchAll(db, sql: "SELECT namespace, digest FROM content") {
                     let key = ContentKey(namespace: row["namespace"], digest: row["digest"])
@@ -97,19 +100,17 @@ public final class GarbageCollector: Sendable {
                 doomedIngests = blobs.ingestKeys().filter { !keys.contains($0) }
                 return .commit
             }
-            for (snapshotter, id) in doomedSnapshots {
-                do { try snapshotter.remove(id: id) } catch {
-                    self.logger.warning("snapshot storage \(snapshotter.name)/\(id): cannot remove", metadata: ["error": "\(error)"])
-                }
-            }
             for digest in doomedBlobs where (try? blobs.delete(digest)) != nil {
                 result.blobsRemoved += 1
             }
             for key in doomedIngests where (try? blobs.discardIdleIngest(key: key, ref: key)) != nil {
                 result.ingestsRemoved += 1
             }
-            return result
+            return (result, doomedSnapshots)
         }
+        // Snapshot ids are never reused, so their storage can go without holding the writer;
+        // removing large trees would otherwise stall every Prepare and commit meanwhile.
+        await MetadataStore.removeStorage(doomedStorage.map { ($0.snapshotter, $0.id) })
         Memory.releaseFreePages()
         if result != Result() {
             logger.info("garbage collected", metadata: [
@@ -190,7 +191,7 @@ public final class GarbageCollector: Sendable {
         var snapshots = Set<SnapshotKey>()
     }
 
-    static func mark(_ db: Database, blobs: BlobStore) throws -> Marked {
+    static func mark(_ db: Database, blobs: BlobStore, preparing: Set<Int64>) throws -> Marked {
         var contentLabels: [ContentKey: [String: String]] = [:]
         for row in try Row.fetchAll(db, sql: "SELECT namespace, digest, labels FROM content") {
             contentLabels[ContentKey(namespace: row["namespace"], digest: row["digest"])] = Codec.labels(row["labels"])
@@ -199,14 +200,14 @@ public final class GarbageCollector: Sendable {
         var snapshotEdges: [SnapshotKey: SnapshotEdges] = [:]
         var queue: [(Node, String?)] = []
         for row in try Row.fetchAll(db, sql: """
-            SELECT s.namespace, s.snapshotter, s.key, s.labels, s.ready, p.key AS parent_key
+            SELECT s.id, s.namespace, s.snapshotter, s.key, s.labels, p.key AS parent_key
             FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id
             """) {
             let key = SnapshotKey(namespace: row["namespace"], snapshotter: row["snapshotter"], key: row["key"])
             let labels = Codec.labels(row["labels"])
             snapshotEdges[key] = SnapshotEdges(parent: row["parent_key"], labels: labels)
             // A snapshot still being prepared is in use by its Prepare; gc.root keeps any other.
-            if (row["ready"] as Int64) == 0 || labels[Labels.gcRoot] != nil { queue.append((.snapshot(key), nil)) }
+            if preparing.contains(row["id"]) || labels[Labels.gcRoot] != nil { queue.append((.snapshot(key), nil)) }
         }
         for row in try Row.fetchAll(db, sql: "SELECT namespace, digest, media_type, labels FROM images") {
             queue.append((.content(ContentKey(namespace: row["namespace"], digest: row["digest"])), row["media_type"]))

@@ -107,14 +107,29 @@ extension MetadataStore {
                 INSERT INTO snapshots (snapshotter, namespace, key, parent_id, kind, labels, ready, created_at, updated_at)
                 VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)
                 """, arguments: [name, namespace.name, key, parentID, kind.rawValue, Codec.encode(labels), now, now])
-            return (db.lastInsertedRowID, try Self.ancestorIDs(db, of: parentID))
+            let id = db.lastInsertedRowID
+            // Before the commit, under the writer: collection never sees this row unclaimed.
+            self.preparingSnapshots.withLock { _ = $0.insert(id) }
+            return (id, try Self.ancestorIDs(db, of: parentID))
         }
         do {
             try await runBlocking { () throws(BerthError) in try snapshotter.create(id: id, parents: parents, kind: kind) }
-            try await write { db in try db.execute(sql: "UPDATE snapshots SET ready = 1 WHERE id = ?", arguments: [id]) }
+            try await write { db in
+                try db.execute(sql: "UPDATE snapshots SET ready = 1 WHERE id = ?", arguments: [id])
+                self.preparingSnapshots.withLock { _ = $0.remove(id) }
+            }
         } catch {
-            try? await write { db in try db.execute(sql: "DELETE FROM snapshots WHERE id = ?", arguments: [id]) }
-            try? await runBlocking { () throws(BerthError) in try snapshotter.remove(id: id) }
+            // Undone on a Dispatch thread with GRDB's synchronous API: a cancelled call must
+            // still roll back, and an async write would give up at once when cancelled.
+            try? await runBlocking { () throws(BerthError) in
+                try? self.writeNow { db in
+                    try db.execute(sql: "DELETE FROM snapshots WHERE id = ?", arguments: [id])
+                    try db.execute(sql: "DELETE FROM lease_resources WHERE namespace = ? AND type = ? AND id = ?",
+                                   arguments: [namespace.name, "snapshots/\(name)", key])
+                    self.preparingSnapshots.withLock { _ = $0.remove(id) }
+                }
+                try? snapshotter.remove(id: id)
+            }
             throw error
         }
         return snapshotter.mounts(id: id, parents: parents, kind: kind)
@@ -179,11 +194,14 @@ extension MetadataStore {
                 throw BerthError.failedPrecondition("snapshot \(quoted(key)): cannot remove a snapshot that has children")
             }
             try db.execute(sql: "DELETE FROM snapshots WHERE id = ?", arguments: [row.id])
+            // A stale lease entry would keep a later snapshot with the same key.
+            try db.execute(sql: "DELETE FROM lease_resources WHERE namespace = ? AND type = ? AND id = ?",
+                           arguments: [namespace.name, "snapshots/\(name)", key])
             return row.id
         }
         // Files after the row: a crash in between leaves files without a row, which start-up
-        // and garbage collection remove.
-        try await runBlocking { () throws(BerthError) in try snapshotter.remove(id: id) }
+        // and garbage collection remove; so does a failure here, which the removal outlives.
+        try? await runBlocking { () throws(BerthError) in try snapshotter.remove(id: id) }
         onDeletion()
     }
 
@@ -250,15 +268,40 @@ extension MetadataStore {
     }
 
     func removeOrphanedStorage(_ snapshotters: [any Snapshotter]) async throws(BerthError) {
-        // Decided and done under the writer, so no Remove or Prepare interleaves.
-        try await writeWithoutTransaction { db in
-            for (snapshotter, id) in try Self.orphanedStorage(db, snapshotters) {
-                try snapshotter.remove(id: id)
-            }
+        // Snapshot ids are never reused (AUTOINCREMENT), so storage no row names now stays
+        // unnamed: it is found under the writer and removed after, without holding it.
+        // Decided under the writer: storage is made only after its row commits, so no storage
+        // listed here can belong to a row that commits later.
+        let doomed = try await writeWithoutTransaction { db in try Self.orphanedStorage(db, snapshotters).map(SendableStorage.init) }
+        await Self.removeStorage(doomed.map { ($0.snapshotter, $0.id) })
+    }
+
+    /// Removes snapshot storage off the cooperative pool; one that cannot be removed (a busy
+    /// mount point, an immutable file) is left for the next attempt instead of stopping the rest.
+    static func removeStorage(_ doomed: [(any Snapshotter, Int64)]) async {
+        guard !doomed.isEmpty else { return }
+        let list = doomed.map { SendableStorage(snapshotter: $0.0, id: $0.1) }
+        _ = try? await runBlocking { () throws(BerthError) in
+            for item in list { try? item.snapshotter.remove(id: item.id) }
         }
     }
 
-    /// Storage ids no row names (not-ready rows count as named: their Prepare is running).
+    struct SendableStorage: Sendable {
+        let snapshotter: any Snapshotter
+        let id: Int64
+
+        init(_ pair: (any Snapshotter, Int64)) {
+            snapshotter = pair.0
+            id = pair.1
+        }
+
+        init(snapshotter: any Snapshotter, id: Int64) {
+            self.snapshotter = snapshotter
+            self.id = id
+        }
+    }
+
+    /// Storage ids no row names (a not-ready row names its storage: its Prepare may be running).
     static func orphanedStorage(_ db: Database, _ snapshotters: [any Snapshotter]) throws -> [(any Snapshotter, Int64)] {
         var doomed: [(any Snapshotter, Int64)] = []
         for snapshotter in snapshotters {

@@ -2,6 +2,7 @@ import BerthContent
 import BerthCore
 import Foundation
 import GRDB
+import Synchronization
 
 /// Berth's metadata: namespaces, images, containers, leases and which blobs each namespace sees,
 /// in one SQLite database (WAL mode) beside the content store.
@@ -15,6 +16,9 @@ public final class MetadataStore: Sendable {
     public let blobs: BlobStore
     /// The snapshotters' storage, by name (`overlayfs`, `native`).
     public let snapshotters: [String: any Snapshotter]
+    /// Ids of snapshots whose Prepare is making their storage right now (rows not yet `ready`).
+    /// Changed only under the database writer, so collection sees a consistent set.
+    let preparingSnapshots = Mutex<Set<Int64>>([])
     /// Called after every deletion, so the owner can schedule garbage collection.
     let onDeletion: @Sendable () -> Void
 
@@ -56,6 +60,13 @@ public final class MetadataStore: Sendable {
     /// before any other write may start.
     func writeWithoutTransaction<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(BerthError) -> T {
         do { return try await pool.writeWithoutTransaction(body) } catch { throw Self.convert(error) }
+    }
+
+    /// A write transaction run on the calling thread, for callers already off the cooperative
+    /// pool; unlike ``write(_:)`` it does not give up when the calling task is cancelled, so it
+    /// suits clean-up.
+    func writeNow<T>(_ body: (Database) throws -> T) throws(BerthError) -> T {
+        do { return try pool.write(body) } catch { throw Self.convert(error) }
     }
 
     func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(BerthError) -> T {

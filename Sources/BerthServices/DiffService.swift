@@ -4,6 +4,7 @@ import BerthSnapshots
 import GRPCCore
 import Logging
 import SwiftProtobuf
+import Synchronization
 
 /// `containerd.services.diff.v1.Diff`.
 public struct DiffService: Containerd_Services_Diff_V1_Diff.SimpleServiceProtocol {
@@ -18,10 +19,16 @@ public struct DiffService: Containerd_Services_Diff_V1_Diff.SimpleServiceProtoco
     public func apply(request: Containerd_Services_Diff_V1_ApplyRequest, context: ServerContext) async throws -> Containerd_Services_Diff_V1_ApplyResponse {
         try await handle(logger, "Diff/Apply") {
             let layer = try Descriptor(request.diff, field: "diff")
-            // A cancelled call stops the apply between entries.
-            let applied = try await differ.apply(try RequestContext.currentNamespace(), layer: layer,
-                                                 mounts: request.mounts.map(Mount.init),
-                                                 shouldContinue: { !Task.isCancelled })
+            let namespace = try RequestContext.currentNamespace()
+            // The apply runs on a Dispatch thread, where Task.isCancelled is always false: a
+            // flag set by the call's cancellation handler stops it between entries.
+            let cancelled = CancellationFlag()
+            let applied = try await withTaskCancellationHandler {
+                try await differ.apply(namespace, layer: layer, mounts: request.mounts.map(Mount.init),
+                                       shouldContinue: { !cancelled.isSet })
+            } onCancel: {
+                cancelled.set()
+            }
             var response = Containerd_Services_Diff_V1_ApplyResponse()
             response.applied = .init(applied)
             return response
@@ -38,4 +45,11 @@ public struct DiffService: Containerd_Services_Diff_V1_Diff.SimpleServiceProtoco
             return response
         }
     }
+}
+
+/// Set once, read from any thread.
+final class CancellationFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+    var isSet: Bool { value.load(ordering: .relaxed) }
+    func set() { value.store(true, ordering: .relaxed) }
 }

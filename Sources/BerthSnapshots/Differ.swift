@@ -16,10 +16,21 @@ public struct Differ: Sendable {
     /// Where temporary mount points and diff output go (`<root>/tmp`).
     let scratch: String
 
+    /// Creates the scratch directory, or cleans what a crash left in it: temporary mounts are
+    /// unmounted (then their empty mount points removed) and partial diff output deleted.
     public init(store: MetadataStore, scratch: String) throws(BerthError) {
         self.store = store
         self.scratch = scratch
         try FileSystem.makeDirectories(scratch, mode: 0o700)
+        for name in FileSystem.list(scratch) {
+            let path = "\(scratch)/\(name)"
+            if name.hasPrefix("mount-") {
+                try? Mounter.unmountAll(path)
+                _ = rmdir(path)   // fails, and keeps everything, if something is still mounted there
+            } else {
+                _ = unlink(path)
+            }
+        }
     }
 
     /// Applies the layer `layer` (a blob the namespace holds) onto `mounts` and returns the
@@ -96,7 +107,8 @@ public struct Differ: Sendable {
                      labels: [String: String], lease: String?) async throws(BerthError) -> Descriptor {
         let mediaType = requested.isEmpty ? MediaType.ociLayerGzip : requested
         guard let compression = LayerCompression(mediaType: mediaType) else {
-            throw .invalidArgument("diff: unsupported media type \(mediaType)")
+            // As containerd's differ: not implemented, so a chain of differs can fall back.
+            throw .unimplemented("diff: unsupported media type \(mediaType)")
         }
         guard !upper.isEmpty else { throw .invalidArgument("diff: no upper mounts given") }
         let scratch = self.scratch
@@ -121,6 +133,7 @@ public struct Differ: Sendable {
             writer = try await store.openWriter(namespace, ref: ref, lease: lease, total: result.compressedSize,
                                                 expected: result.compressedDigest)
         } catch where error.code == .alreadyExists {
+            try await labelExisting(namespace, descriptor.digest, allLabels)
             return descriptor
         }
         do {
@@ -138,12 +151,34 @@ public struct Differ: Sendable {
             try await writer.commit(size: result.compressedSize, expected: result.compressedDigest, labels: allLabels)
         } catch where error.code == .alreadyExists {
             writer.close()
+            try await labelExisting(namespace, descriptor.digest, allLabels)
         } catch {
             writer.close()
             try? await store.abortIngest(namespace, ref: ref)
             throw error
         }
         return descriptor
+    }
+
+    /// `mount` made read-only. An overlay with an upper directory becomes one whose topmost
+    /// lower is that upper, without `upperdir` and `workdir` (containerd's readonlyOverlay):
+    /// a second overlay on the live upper and work directories of a running container's
+    /// snapshot would be undefined behaviour for overlayfs.
+    static func readOnlyMount(_ mount: Mount) -> Mount {
+        var mount = mount
+        if mount.type == "overlay", let upper = mount.option("upperdir") {
+            let lowers = mount.option("lowerdir")
+            mount.options.removeAll { $0.hasPrefix("upperdir=") || $0.hasPrefix("workdir=") || $0.hasPrefix("lowerdir=") }
+            mount.options.append("lowerdir=" + ([upper] + (lowers.map { [$0] } ?? [])).joined(separator: ":"))
+        }
+        mount.options.removeAll { $0 == "rw" }
+        if !mount.options.contains("ro") { mount.options.append("ro") }
+        return mount
+    }
+
+    /// Gives a blob the namespace already had the diff's labels, as containerd updates them.
+    func labelExisting(_ namespace: Namespace, _ digest: Digest, _ labels: [String: String]) async throws(BerthError) {
+        _ = try await store.updateContent(namespace, digest: digest, labels: labels, paths: labels.keys.map { "labels.\($0)" })
     }
 
     /// Runs `body` with a directory that shows `mounts` read-only: the source of a single bind
@@ -154,12 +189,7 @@ public struct Differ: Sendable {
         if mounts.count == 1, let mount = mounts.first, mount.type == "bind" {
             return try body(mount.source)
         }
-        let readOnly = mounts.map { mount in
-            var mount = mount
-            mount.options.removeAll { $0 == "rw" }
-            if !mount.options.contains("ro") { mount.options.append("ro") }
-            return mount
-        }
+        let readOnly = mounts.map(readOnlyMount)
         return try Mounter.withTemporaryMount(readOnly, under: scratch) { (root: String) throws(BerthError) -> T in try body(root) }
     }
 }

@@ -171,6 +171,47 @@ struct SnapshotStoreTests {
         }
     }
 
+    @Test func collectionKeepsAPrepareInFlightButNotAnAbandonedRow() async throws {
+        try await withSnapshotStore { store, fake in
+            try await store.layer("base")
+            // Two rows not ready on "base": one whose Prepare is running, one a failed clean-up left.
+            let ids = try await store.write { db -> [Int64] in
+                var ids: [Int64] = []
+                for key in ["running", "abandoned"] {
+                    try db.execute(sql: """
+                        INSERT INTO snapshots (snapshotter, namespace, key, parent_id, kind, ready, created_at, updated_at)
+                        VALUES ('fake', 'default', ?, (SELECT id FROM snapshots WHERE key = 'base'), 'active', 0, 0, 0)
+                        """, arguments: [key])
+                    ids.append(db.lastInsertedRowID)
+                }
+                return ids
+            }
+            store.preparingSnapshots.withLock { _ = $0.insert(ids[0]) }
+            _ = try await gc(store).collect()
+            let rows = try await store.read { db in try String.fetchAll(db, sql: "SELECT key FROM snapshots ORDER BY key") }
+            #expect(rows == ["base", "running"], "the running Prepare keeps itself and its parent: \(rows)")
+            store.preparingSnapshots.withLock { _ = $0.remove(ids[0]) }
+            _ = try await gc(store).collect()
+            #expect(try await store.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM snapshots") } == 0)
+            #expect(fake.stored.isEmpty)
+        }
+    }
+
+    @Test func cancelledPrepareRollsBack() async throws {
+        try await withSnapshotStore { store, fake in
+            fake.failNextCreate()
+            let task = Task {
+                withUnsafeCurrentTask { $0?.cancel() }
+                return try await store.prepareSnapshot(.default, snapshotter: "fake", key: "k", parent: "", kind: .active,
+                                                       labels: [:], lease: nil)
+            }
+            _ = try? await task.value
+            let rows = try await store.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM snapshots") }
+            #expect(rows == 0, "a cancelled, failed Prepare leaves no row")
+            #expect(store.preparingSnapshots.withLock { $0.isEmpty })
+        }
+    }
+
     @Test func recoveryRemovesUnfinishedRowsAndOrphanedStorage() async throws {
         try await withSnapshotStore { store, fake in
             try await store.layer("done")

@@ -177,7 +177,7 @@ private enum SocketLocks {
 /// - `http2.targetWindowSize` = `targetWindowSize` (16 MiB instead of 65535: halves the time of a
 ///   256 MB ingest);
 /// - `http2.maxFrameSize` = `maxFrameSize` (16 KiB, the HTTP/2 default; grpc-go never sends larger);
-/// - max concurrent streams: 65536, advertised. Unadvertised, nio-http2 holds clients to 100 and
+/// - max concurrent streams: 4096, advertised. Unadvertised, nio-http2 holds clients to 100 and
 ///   closes the connection with PROTOCOL_ERROR beyond that, while grpc-go assumes no limit (as
 ///   containerd's grpc-go server sets none): `ctr images pull` of a 130-layer image keeps a
 ///   `Content/Write` stream open per layer and would lose its connection.
@@ -204,7 +204,7 @@ public func makeUnixServerTransport(
     maxMessageSize: Int = 16 << 20,
     targetWindowSize: Int = 16 << 20,
     maxFrameSize: Int = 1 << 14,
-    maxConcurrentStreams: Int = 1 << 16,
+    maxConcurrentStreams: Int = 4096,
     pingBudget: PingResponder.Budget = .default,
     eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
 ) throws(BerthError) -> HTTP2ServerTransport.Custom<UnixSocketListener> {
