@@ -19,6 +19,9 @@ extension MetadataStore {
         return snapshotter
     }
 
+    /// The label an unpacker puts on the snapshot it prepares: the name it will commit it as.
+    static let snapshotRefLabel = "containerd.io/snapshot.ref"
+
     struct SnapshotRow: Sendable {
         var id: Int64
         var info: SnapshotInfo
@@ -86,6 +89,13 @@ extension MetadataStore {
         let now = Timestamp.now.nanosecondsSinceEpoch
         let (id, parents) = try await write { db -> (Int64, [Int64]) in
             try Self.ensureNamespace(db, namespace)
+            // An unpacker names the committed snapshot it means to make (`containerd.io/snapshot.ref`);
+            // if that exists already, another pull made it, and the layer need not be applied again.
+            if let target = labels[Self.snapshotRefLabel], !target.isEmpty,
+               try Bool.fetchOne(db, sql: "SELECT 1 FROM snapshots WHERE snapshotter = ? AND namespace = ? AND key = ?",
+                                 arguments: [name, namespace.name, target]) == true {
+                throw BerthError.alreadyExists("target snapshot \(quoted(target)): already exists")
+            }
             if try Bool.fetchOne(db, sql: "SELECT 1 FROM snapshots WHERE snapshotter = ? AND namespace = ? AND key = ?",
                                  arguments: [name, namespace.name, key]) == true {
                 throw BerthError.alreadyExists("snapshot \(quoted(key)): already exists")

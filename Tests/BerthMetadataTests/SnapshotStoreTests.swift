@@ -160,6 +160,22 @@ struct SnapshotStoreTests {
         }
     }
 
+    @Test func prepareForAnExistingTargetIsAlreadyExists() async throws {
+        try await withSnapshotStore { store, _ in
+            try await store.layer("chain-1")
+            do {
+                _ = try await store.prepareSnapshot(.default, snapshotter: "fake", key: "extract-1 chain-1", parent: "", kind: .active,
+                                                    labels: ["containerd.io/snapshot.ref": "chain-1"], lease: nil)
+                Issue.record("prepare should answer alreadyExists")
+            } catch let error as BerthError {
+                #expect(error.code == .alreadyExists && error.message.contains("target snapshot"))
+            }
+            // A target that does not exist yet is just a label.
+            _ = try await store.prepareSnapshot(.default, snapshotter: "fake", key: "extract-2 chain-2", parent: "chain-1", kind: .active,
+                                                labels: ["containerd.io/snapshot.ref": "chain-2"], lease: nil)
+        }
+    }
+
     @Test func commitMovesTheLeaseFromKeyToName() async throws {
         try await withSnapshotStore { store, _ in
             _ = try await store.createLease(.default, id: "pull", labels: [:])
