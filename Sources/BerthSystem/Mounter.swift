@@ -57,10 +57,12 @@ public enum Mounter {
         guard Glibc.mount(mount.source, target, type, flags, isBind ? nil : options) == 0 else {
             throw errnoError("mount \(mount.type) \(mount.source) at \(target)")
         }
-        // A bind mount ignores MS_RDONLY until remounted.
-        if isBind, flags & UInt(MS_RDONLY) != 0 {
-            guard Glibc.mount("none", target, nil, UInt(MS_REMOUNT | MS_BIND | MS_RDONLY) | (flags & UInt(MS_REC)), nil) == 0 else {
-                let error = errnoError("remount \(target) read-only")
+        // A bind mount ignores MS_RDONLY, MS_NOSUID, MS_NODEV and MS_NOEXEC until remounted
+        // with them, as containerd does.
+        let perMountFlags = flags & UInt(MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_RELATIME)
+        if isBind, perMountFlags != 0 {
+            guard Glibc.mount("none", target, nil, UInt(MS_REMOUNT | MS_BIND) | perMountFlags, nil) == 0 else {
+                let error = errnoError("remount bind mount \(target) with \(mount.options.joined(separator: ","))")
                 _ = umount2(target, Int32(MNT_DETACH))
                 throw error
             }
