@@ -51,14 +51,7 @@ extension MetadataStore {
     public func updateContent(_ namespace: Namespace, digest: Digest, labels updated: [String: String], paths: [String]) async throws(BerthError) -> ContentInfo {
         try await write { db in
             var info = try Self.contentInfo(from: Self.contentRow(db, namespace, digest: digest))
-            if paths.isEmpty {
-                info.labels = updated
-            } else {
-                for path in paths where !applyMapPath(path, prefix: "labels", from: updated, to: &info.labels) {
-                    throw BerthError.invalidArgument("content \(digest): cannot update \(quoted(path)) field")
-                }
-            }
-            try Labels.validate(info.labels)
+            try updateLabels(&info.labels, with: updated, paths: paths, object: "content \(digest)")
             info.updatedAt = .now
             try db.execute(sql: "UPDATE content SET labels = ?, updated_at = ? WHERE namespace = ? AND digest = ?",
                            arguments: [Codec.encode(info.labels), info.updatedAt.nanosecondsSinceEpoch, namespace.name, digest.description])

@@ -228,14 +228,7 @@ extension MetadataStore {
         return try await write { db in
             let row = try Self.requireSnapshot(db, namespace, snapshotter: name, key: key)
             var info = row.info
-            if paths.isEmpty {
-                info.labels = updated
-            } else {
-                for path in paths where !applyMapPath(path, prefix: "labels", from: updated, to: &info.labels) {
-                    throw BerthError.invalidArgument("snapshot \(quoted(key)): cannot update \(quoted(path)) field")
-                }
-            }
-            try Labels.validate(info.labels)
+            try updateLabels(&info.labels, with: updated, paths: paths, object: "snapshot \(quoted(key))")
             info.updatedAt = .now
             try db.execute(sql: "UPDATE snapshots SET labels = ?, updated_at = ? WHERE id = ?",
                            arguments: [Codec.encode(info.labels), info.updatedAt.nanosecondsSinceEpoch, row.id])

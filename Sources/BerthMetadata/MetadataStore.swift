@@ -118,6 +118,21 @@ enum Codec {
     }
 }
 
+/// Updates the labels of an object whose only mutable field is its labels: no `paths` replaces
+/// them all, else each path must be `labels` or `labels.<key>` (`invalidArgument` naming
+/// `object` otherwise); the result is validated.
+func updateLabels(_ labels: inout [String: String], with updated: [String: String], paths: [String],
+                  object: @autoclosure () -> String) throws(BerthError) {
+    if paths.isEmpty {
+        labels = updated
+    } else {
+        for path in paths where !applyMapPath(path, prefix: "labels", from: updated, to: &labels) {
+            throw .invalidArgument("\(object()): cannot update \(quoted(path)) field")
+        }
+    }
+    try Labels.validate(labels)
+}
+
 /// Applies containerd's update field paths (`labels`, `labels.<key>`, ...) to a label map.
 /// Returns false if `path` is not about labels of the given `prefix`.
 func applyMapPath(_ path: String, prefix: String, from updated: [String: String], to current: inout [String: String]) -> Bool {
