@@ -96,8 +96,10 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        .target(name: "BerthTTRPC", dependencies: ["BerthCore", "CBerthSystem"], exclude: ["README.md"]),
         .target(name: "BerthTestSupport", dependencies: ["BerthCore"]),
         .testTarget(name: "BerthCoreTests", dependencies: ["BerthCore"]),
+        .testTarget(name: "BerthTTRPCTests", dependencies: ["BerthTTRPC"], exclude: ["Peer"]),
         .testTarget(name: "BerthContentTests", dependencies: ["BerthContent", "BerthTestSupport"]),
         .testTarget(name: "BerthArchiveTests", dependencies: ["BerthArchive", "BerthSystem", "BerthTestSupport"]),
         .testTarget(name: "BerthSnapshotsTests", dependencies: ["BerthSnapshots", "BerthTestSupport"]),

@@ -3,6 +3,8 @@
 
 #include <malloc.h>
 #include <linux/openat2.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
@@ -56,5 +58,11 @@ static inline int cberth_fsmount(int fd, unsigned int flags, unsigned int attrib
 static inline int cberth_move_mount(int from_dirfd, const char *from_path, int to_dirfd, const char *to_path, unsigned int flags) {
     return (int)syscall(SYS_move_mount, from_dirfd, from_path, to_dirfd, to_path, flags);
 }
+
+/// accept4(2), pipe2(2) and naming the calling thread: glibc declares the first two only under
+/// _GNU_SOURCE, which Swift's Glibc module does not define, so they go through syscall(2) here.
+static inline int cberth_accept4(int fd, int flags) { return (int)syscall(SYS_accept4, fd, (void *)0, (void *)0, flags); }
+static inline int cberth_pipe2(int fds[2], int flags) { return (int)syscall(SYS_pipe2, fds, flags); }
+static inline int cberth_set_thread_name(const char *name) { return prctl(PR_SET_NAME, name, 0, 0, 0); }
 
 #endif

@@ -1,0 +1,114 @@
+import Glibc
+import BerthCore
+
+/// Starts a detached POSIX thread that runs `body`.
+///
+/// BerthTTRPC runs its loops and handlers on plain threads so that it works in a process (the
+/// shim) that never starts Swift's concurrency runtime, and so that a handler that blocks (Wait)
+/// holds only its own thread. `name` is cut to the 15 bytes Linux keeps.
+///
+/// - Throws: `BerthError.resourceExhausted` when the system cannot create another thread.
+func spawnThread(name: String, _ body: @escaping @Sendable () -> Void) throws(BerthError) {
+    let context = Unmanaged.passRetained(ThreadBody(name: name, run: body)).toOpaque()
+    var thread = pthread_t()
+    let rc = pthread_create(&thread, nil, { raw in
+        let body = Unmanaged<ThreadBody>.fromOpaque(raw!).takeRetainedValue()
+        GNU.nameCurrentThread(body.name)
+        body.run()
+        return nil
+    }, context)
+    guard rc == 0 else {
+        Unmanaged<ThreadBody>.fromOpaque(context).release()
+        throw BerthError(.resourceExhausted, "ttrpc thread \(name): \(errnoText(rc))")
+    }
+    pthread_detach(thread)
+}
+
+private final class ThreadBody {
+    let name: String
+    let run: @Sendable () -> Void
+    init(name: String, run: @escaping @Sendable () -> Void) {
+        self.name = name
+        self.run = run
+    }
+}
+
+/// A value guarded by a pthread mutex with a condition variable, for a thread that must sleep until
+/// another thread changes the value (a call waiting for its response, shutdown waiting for
+/// handlers). `Mutex` from Synchronization cannot wait; this can.
+final class ConditionLock<State>: @unchecked Sendable {
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private var state: State
+
+    init(_ state: State) {
+        self.state = state
+        pthread_mutex_init(mutex, nil)
+        var attributes = pthread_condattr_t()
+        pthread_condattr_init(&attributes)
+        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
+        pthread_cond_init(condition, &attributes)
+        pthread_condattr_destroy(&attributes)
+    }
+
+    deinit {
+        pthread_cond_destroy(condition)
+        pthread_mutex_destroy(mutex)
+        condition.deallocate()
+        mutex.deallocate()
+    }
+
+    /// Runs `body` under the lock and wakes every waiter afterwards.
+    func update<R>(_ body: (inout State) throws -> R) rethrows -> R {
+        pthread_mutex_lock(mutex)
+        defer {
+            pthread_cond_broadcast(condition)
+            pthread_mutex_unlock(mutex)
+        }
+        return try body(&state)
+    }
+
+    /// Sleeps until `ready` returns a value, or until `deadline` passes (then returns nil).
+    /// `ready` runs under the lock each time the state changes.
+    func wait<R>(until deadline: ContinuousClock.Instant? = nil, _ ready: (inout State) -> R?) -> R? {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        let wakeAt = deadline.map { monotonicTimespec(after: ContinuousClock.now.duration(to: $0)) }
+        while true {
+            if let value = ready(&state) { return value }
+            if var wakeAt {
+                if pthread_cond_timedwait(condition, mutex, &wakeAt) == ETIMEDOUT {
+                    return ready(&state)
+                }
+            } else {
+                pthread_cond_wait(condition, mutex)
+            }
+        }
+    }
+}
+
+extension ConditionLock {
+    /// Sleeps until `condition` holds; false when `deadline` passed first.
+    @discardableResult
+    func wait(until deadline: ContinuousClock.Instant? = nil, for condition: (State) -> Bool) -> Bool {
+        let met: Bool? = wait(until: deadline) { (state: inout State) -> Bool? in condition(state) ? true : nil }
+        return met != nil
+    }
+}
+
+/// The CLOCK_MONOTONIC time `duration` from now, as `pthread_cond_timedwait` wants it.
+private func monotonicTimespec(after duration: Duration) -> timespec {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    let (seconds, attoseconds) = min(max(duration, .zero), .seconds(1 << 32)).components
+    var result = timespec()
+    let nanoseconds = Int(now.tv_nsec) + Int(attoseconds / 1_000_000_000)
+    result.tv_sec = now.tv_sec + Int(seconds) + nanoseconds / 1_000_000_000
+    result.tv_nsec = nanoseconds % 1_000_000_000
+    return result
+}
+
+/// `strerror` for an errno value.
+func errnoText(_ code: Int32) -> String {
+    String(cString: strerror(code))
+}
