@@ -70,7 +70,7 @@ let package = Package(
         .target(
             name: "BerthServices",
             dependencies: [
-                "BerthAPI", "BerthCore", "BerthSystem", "BerthContent", "BerthMetadata", "BerthSnapshots",
+                "BerthAPI", "BerthCore", "BerthSystem", "BerthContent", "BerthMetadata", "BerthSnapshots", "BerthTTRPC",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
@@ -79,7 +79,7 @@ let package = Package(
         .target(
             name: "BerthDaemon",
             dependencies: [
-                "BerthAPI", "BerthCore", "BerthSystem", "BerthContent", "BerthMetadata", "BerthSnapshots", "BerthServices",
+                "BerthAPI", "BerthCore", "BerthSystem", "BerthContent", "BerthMetadata", "BerthSnapshots", "BerthServices", "BerthTTRPC",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -122,7 +122,7 @@ let package = Package(
         .testTarget(
             name: "BerthIntegrationTests",
             dependencies: [
-                "BerthCore", "BerthTestSupport", "BerthAPI",
+                "BerthCore", "BerthTestSupport", "BerthAPI", "BerthTTRPC",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),

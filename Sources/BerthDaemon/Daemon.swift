@@ -7,6 +7,7 @@ import BerthMetadata
 import BerthServices
 import BerthSnapshots
 import BerthSystem
+import BerthTTRPC
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
@@ -81,11 +82,19 @@ public final class Daemon: Sendable {
         ]
     }
 
+    /// The ttrpc socket beside the gRPC one, where shims forward their events (containerd's
+    /// `TTRPC_ADDRESS`).
+    public var ttrpcAddress: String { "\(config.grpc.address).ttrpc" }
+
     /// Serves until SIGTERM or SIGINT, then shuts down gracefully: in-flight calls finish,
-    /// event subscriptions end, the socket is removed and the database closed.
+    /// event subscriptions end, the sockets are removed and the database closed.
     public func run() async throws {
         // Snapshots a crash left half-made go before any client can see them.
         try await metadata.recoverSnapshots()
+        let ttrpc = TTRPCServer()
+        EventsTTRPCService(bus: events, logger: logger).register(on: ttrpc)
+        try ttrpc.listen(path: ttrpcAddress)
+        defer { ttrpc.close() }
         let transport = try makeUnixServerTransport(
             path: config.grpc.address,
             socketGroup: config.grpc.gid == 0 ? nil : config.grpc.gid,
