@@ -130,7 +130,8 @@ EOF
 }
 
 # Starts berthd (binary BIN) on its own root, state and socket under $BENCH_TMP/berthd. A config
-# file is passed too, so that /etc/berth/config.toml never applies.
+# file is passed too, so that /etc/berth/config.toml never applies; BENCH_BERTHD_CONFIG_EXTRA
+# (TOML) is appended to it.
 bench_start_berthd() {
     local bin="$1" dir="$BENCH_TMP/berthd"
     mkdir -p "$dir/root" "$dir/state"
@@ -141,6 +142,7 @@ state = "$dir/state"
 
 [grpc]
   address = "$dir/state/berthd.sock"
+${BENCH_BERTHD_CONFIG_EXTRA:-}
 EOF
     BENCH_SOCK[berthd]="$dir/state/berthd.sock"
     BENCH_ROOT[berthd]="$dir/root"

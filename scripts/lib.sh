@@ -95,7 +95,9 @@ berth_free_port() {
 # (packaging/berthd.order, made by scripts/gen-order) so the kernel maps fewer pages of code.
 # Together these take berthd's idle RSS from 34 MB to about 21 MB. Names that no longer exist in
 # the order file are ignored, so a stale file only costs memory, never correctness.
-BERTH_RELEASE_BUILD=(-c release --static-swift-stdlib --product berthd
+# berth-shim is built with the same flags (the order file lists no shim function, so it changes
+# nothing there), so that building one product never recompiles the modules both share.
+BERTH_RELEASE_FLAGS=(-c release --static-swift-stdlib
     -Xswiftc -Xfrontend -Xswiftc -function-sections
     -Xcc -ffunction-sections
     -Xswiftc -use-ld=lld
@@ -103,9 +105,17 @@ BERTH_RELEASE_BUILD=(-c release --static-swift-stdlib --product berthd
     -Xlinker --no-export-dynamic
     -Xlinker "--symbol-ordering-file=$BERTH_REPO/packaging/berthd.order"
     -Xlinker --no-warn-symbol-ordering)
+BERTH_RELEASE_BUILD=("${BERTH_RELEASE_FLAGS[@]}" --product berthd)
 
 # Builds the release berthd (run from $BERTH_REPO) and prints its path.
 berth_build_release() {
     swift build "${BERTH_RELEASE_BUILD[@]}" >&2
     printf '%s/berthd\n' "$(swift build "${BERTH_RELEASE_BUILD[@]}" --show-bin-path)"
+}
+
+# Builds the release berth-shim (run from $BERTH_REPO) into the same directory as berthd, where
+# berthd looks for it first, and prints its path.
+berth_build_release_shim() {
+    swift build "${BERTH_RELEASE_FLAGS[@]}" --product berth-shim >&2
+    printf '%s/berth-shim\n' "$(swift build "${BERTH_RELEASE_FLAGS[@]}" --product berth-shim --show-bin-path)"
 }
