@@ -67,10 +67,21 @@ let package = Package(
             dependencies: ["BerthCore", "BerthSystem", "CBerthSystem", "BerthContent", "BerthArchive", "BerthMetadata"],
             exclude: ["README.md"]
         ),
+        // Tasks on the daemon side: runtime v2 shims started, driven over ttrpc, found again after a restart.
+        .target(name: "CBerthRuntime"),
+        .target(
+            name: "BerthRuntime",
+            dependencies: [
+                "BerthAPI", "BerthCore", "BerthSystem", "BerthMetadata", "BerthTTRPC", "CBerthRuntime",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            exclude: ["README.md"]
+        ),
         .target(
             name: "BerthServices",
             dependencies: [
-                "BerthAPI", "BerthCore", "BerthSystem", "BerthContent", "BerthMetadata", "BerthSnapshots", "BerthTTRPC",
+                "BerthAPI", "BerthCore", "BerthSystem", "BerthContent", "BerthMetadata", "BerthSnapshots", "BerthTTRPC", "BerthRuntime",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
@@ -80,6 +91,7 @@ let package = Package(
             name: "BerthDaemon",
             dependencies: [
                 "BerthAPI", "BerthCore", "BerthSystem", "BerthContent", "BerthMetadata", "BerthSnapshots", "BerthServices", "BerthTTRPC",
+                "BerthRuntime",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -99,6 +111,7 @@ let package = Package(
         .target(name: "BerthTTRPC", dependencies: ["BerthCore", "CBerthSystem"], exclude: ["README.md"]),
         .target(name: "BerthTestSupport", dependencies: ["BerthCore"]),
         .testTarget(name: "BerthCoreTests", dependencies: ["BerthCore"]),
+        .testTarget(name: "BerthRuntimeTests", dependencies: ["BerthRuntime", "BerthCore"]),
         .testTarget(name: "BerthTTRPCTests", dependencies: ["BerthTTRPC"], exclude: ["Peer"]),
         .testTarget(name: "BerthContentTests", dependencies: ["BerthContent", "BerthTestSupport"]),
         .testTarget(name: "BerthArchiveTests", dependencies: ["BerthArchive", "BerthSystem", "BerthTestSupport"]),

@@ -13,6 +13,15 @@ public struct Config: Sendable, Equatable {
     public var debug = Debug()
     /// How often garbage is collected when no deletion asks for it sooner.
     public var gcInterval: Duration = .seconds(600)
+    /// Runtime name → the shim that serves it (`[runtimes."io.containerd.runc.v2"] shim = …`).
+    public var runtimes: [String: Runtime] = [:]
+
+    public struct Runtime: Sendable, Equatable {
+        /// The shim binary: an absolute path, or a name looked up on PATH.
+        public var shim: String
+
+        public init(shim: String) { self.shim = shim }
+    }
 
     public struct GRPC: Sendable, Equatable {
         public var address = "/run/berth/berthd.sock"
@@ -61,6 +70,12 @@ public struct Config: Sendable, Equatable {
             if let size = grpc.max_send_message_size { config.grpc.maxSendMessageSize = size }
         }
         if let level = file.debug?.level { config.debug.level = level }
+        for (name, runtime) in file.runtimes ?? [:] {
+            guard let shim = runtime.shim, !shim.isEmpty else {
+                throw .invalidArgument("\(source): runtimes.\(quoted(name)): shim must be set")
+            }
+            config.runtimes[name] = Runtime(shim: shim)
+        }
         for path in [config.root, config.state] where !path.hasPrefix("/") {
             throw .invalidArgument("\(source): root and state must be absolute paths, got \(quoted(path))")
         }
@@ -74,6 +89,11 @@ public struct Config: Sendable, Equatable {
         var state: String?
         var grpc: GRPCFile?
         var debug: DebugFile?
+        var runtimes: [String: RuntimeFile]?
+
+        struct RuntimeFile: Decodable {
+            var shim: String?
+        }
 
         struct GRPCFile: Decodable {
             var address: String?
@@ -112,6 +132,16 @@ public struct Config: Sendable, Equatable {
         [debug]
           # trace, debug, info, warn (warning), error
           level = "\(d.debug.level)"
+
+        # Runtime v2 shims. A task's runtime name picks its shim: a name listed here uses that
+        # binary (an absolute path, or a name looked up on PATH); io.containerd.runc.v2 and
+        # io.containerd.runc.v1 otherwise use berth-shim (next to berthd, else on PATH); an
+        # absolute path is used as is; any other io.containerd.<name>.<version> runs
+        # containerd-shim-<name>-<version> from PATH, as containerd does. For example, to run
+        # containers with containerd's own runc shim:
+        #
+        # [runtimes."io.containerd.runc.v2"]
+        #   shim = "/usr/bin/containerd-shim-runc-v2"
 
         """
     }

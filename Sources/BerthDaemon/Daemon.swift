@@ -4,6 +4,7 @@ import Glibc
 import BerthContent
 import BerthCore
 import BerthMetadata
+import BerthRuntime
 import BerthServices
 import BerthSnapshots
 import BerthSystem
@@ -24,6 +25,7 @@ public final class Daemon: Sendable {
     let differ: Differ
     let gc: GarbageCollector
     let events: EventBus
+    let shims: ShimManager
     let uuid: String
 
     /// Opens the root and state directories and the stores. Throws `unavailable` if another
@@ -53,6 +55,22 @@ public final class Daemon: Sendable {
         gc = GarbageCollector(store: metadata, logger: logger)
         gcBox.collector = gc
         events = EventBus(logger: logger)
+        let events = events
+        shims = ShimManager(
+            configuration: ShimManagerConfiguration(
+                state: config.state, grpcAddress: config.grpc.address, ttrpcAddress: "\(config.grpc.address).ttrpc",
+                publishBinary: Self.executablePath, runtimes: config.runtimes.mapValues(\.shim),
+                debug: ["debug", "trace"].contains(config.debug.level.lowercased())),
+            metadata: metadata, logger: logger,
+            publish: { namespace, topic, event in events.publish(namespace: namespace, topic: topic, event: event) })
+    }
+
+    /// This executable (`/proc/self/exe`), passed to shims as `-publish-binary`.
+    static var executablePath: String {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard n > 0 else { return CommandLine.arguments.first ?? "berthd" }
+        return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     /// A UUID made once per root and kept in `<root>/uuid`.
@@ -79,6 +97,7 @@ public final class Daemon: Sendable {
             SnapshotsService(store: metadata, events: events, logger: logger),
             DiffService(differ: differ, logger: logger),
             EventsService(bus: events, logger: logger),
+            TasksService(store: metadata, shims: shims, logger: logger),
         ]
     }
 
@@ -95,6 +114,10 @@ public final class Daemon: Sendable {
         EventsTTRPCService(bus: events, logger: logger).register(on: ttrpc)
         try ttrpc.listen(path: ttrpcAddress)
         defer { ttrpc.close() }
+        // Shims of an earlier berthd are found again (or cleaned up) before any client asks.
+        await shims.recover()
+        // On the way out shims keep running; their connections closing is no death.
+        defer { shims.stop() }
         let transport = try makeUnixServerTransport(
             path: config.grpc.address,
             socketGroup: config.grpc.gid == 0 ? nil : config.grpc.gid,

@@ -11,6 +11,7 @@ enum Plugins {
         PluginEntry(type: "io.containerd.snapshotter.v1", id: "native"),
         PluginEntry(type: "io.containerd.snapshotter.v1", id: "overlayfs"),
         PluginEntry(type: "io.containerd.differ.v1", id: "walking", requires: ["io.containerd.metadata.v1"]),
+        PluginEntry(type: "io.containerd.runtime.v2", id: "task", requires: ["io.containerd.event.v1", "io.containerd.metadata.v1"]),
         PluginEntry(type: "io.containerd.lease.v1", id: "manager", requires: ["io.containerd.metadata.v1"]),
         PluginEntry(type: "io.containerd.service.v1", id: "containers-service", requires: ["io.containerd.metadata.v1"]),
         PluginEntry(type: "io.containerd.service.v1", id: "content-service", requires: ["io.containerd.metadata.v1"]),
@@ -19,6 +20,7 @@ enum Plugins {
         PluginEntry(type: "io.containerd.service.v1", id: "namespaces-service", requires: ["io.containerd.metadata.v1"]),
         PluginEntry(type: "io.containerd.service.v1", id: "snapshots-service", requires: ["io.containerd.snapshotter.v1"]),
         PluginEntry(type: "io.containerd.service.v1", id: "diff-service", requires: ["io.containerd.differ.v1"]),
+        PluginEntry(type: "io.containerd.service.v1", id: "tasks-service", requires: ["io.containerd.runtime.v2", "io.containerd.metadata.v1"]),
         PluginEntry(type: "io.containerd.grpc.v1", id: "containers", requires: ["io.containerd.service.v1"]),
         PluginEntry(type: "io.containerd.grpc.v1", id: "content", requires: ["io.containerd.service.v1"]),
         PluginEntry(type: "io.containerd.grpc.v1", id: "diff", requires: ["io.containerd.service.v1"]),
@@ -28,6 +30,7 @@ enum Plugins {
         PluginEntry(type: "io.containerd.grpc.v1", id: "leases", requires: ["io.containerd.service.v1"]),
         PluginEntry(type: "io.containerd.grpc.v1", id: "namespaces", requires: ["io.containerd.service.v1"]),
         PluginEntry(type: "io.containerd.grpc.v1", id: "snapshots", requires: ["io.containerd.service.v1"]),
+        PluginEntry(type: "io.containerd.grpc.v1", id: "tasks", requires: ["io.containerd.service.v1"]),
         PluginEntry(type: "io.containerd.grpc.v1", id: "version"),
     ]
 }
