@@ -7,6 +7,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "berthd", targets: ["berthd"]),
+        .executable(name: "berth-shim", targets: ["berth-shim"]),
     ],
     dependencies: [
         .package(url: "https://github.com/grpc/grpc-swift-2.git", exact: "2.4.3"),
@@ -110,6 +111,20 @@ let package = Package(
         ),
         .target(name: "BerthTTRPC", dependencies: ["BerthCore", "CBerthSystem"], exclude: ["README.md"]),
         .target(name: "BerthTestSupport", dependencies: ["BerthCore"]),
+        // The per-container shim: no Foundation, NIO, SwiftProtobuf or Swift concurrency, to stay small.
+        .target(
+            name: "BerthShim",
+            dependencies: ["BerthCore", "BerthSystem", "CBerthSystem", "BerthTTRPC"],
+            exclude: ["README.md"]
+        ),
+        .executableTarget(name: "berth-shim", dependencies: ["BerthShim"]),
+        .testTarget(
+            name: "BerthShimTests",
+            dependencies: [
+                "BerthShim", "BerthCore", "BerthAPI", "BerthTTRPC",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
+        ),
         .testTarget(name: "BerthCoreTests", dependencies: ["BerthCore"]),
         .testTarget(name: "BerthRuntimeTests", dependencies: ["BerthRuntime", "BerthCore"]),
         .testTarget(name: "BerthTTRPCTests", dependencies: ["BerthTTRPC"], exclude: ["Peer"]),

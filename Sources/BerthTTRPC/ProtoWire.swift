@@ -2,35 +2,37 @@ import BerthCore
 
 /// The little of the protobuf wire format the ttrpc envelope needs: varints and length-delimited
 /// fields. Payloads stay opaque bytes; callers encode them with SwiftProtobuf.
-struct ProtoWriter {
-    private(set) var bytes: [UInt8] = []
+public struct ProtoWriter: Sendable {
+    public private(set) var bytes: [UInt8] = []
+
+    public init() {}
 
     /// Appends a varint field; proto3 omits zero, and so does this.
-    mutating func varint(_ field: Int, _ value: UInt64) {
+    public mutating func varint(_ field: Int, _ value: UInt64) {
         guard value != 0 else { return }
         key(field, wireType: 0)
         rawVarint(value)
     }
 
     /// Appends an `int64`/`int32` field (negative values take ten bytes, as protobuf says).
-    mutating func int(_ field: Int, _ value: Int64) {
+    public mutating func int(_ field: Int, _ value: Int64) {
         varint(field, UInt64(bitPattern: value))
     }
 
     /// Appends a `string` field, omitted when empty.
-    mutating func string(_ field: Int, _ value: String) {
+    public mutating func string(_ field: Int, _ value: String) {
         guard !value.isEmpty else { return }
         lengthDelimited(field, Array(value.utf8))
     }
 
     /// Appends a `bytes` field, omitted when empty.
-    mutating func bytes(_ field: Int, _ value: [UInt8]) {
+    public mutating func bytes(_ field: Int, _ value: [UInt8]) {
         guard !value.isEmpty else { return }
         lengthDelimited(field, value)
     }
 
     /// Appends an embedded message or repeated element, even when empty (its presence matters).
-    mutating func lengthDelimited(_ field: Int, _ value: [UInt8]) {
+    public mutating func lengthDelimited(_ field: Int, _ value: [UInt8]) {
         key(field, wireType: 2)
         rawVarint(UInt64(value.count))
         bytes.append(contentsOf: value)
@@ -52,8 +54,8 @@ struct ProtoWriter {
 
 /// Walks the fields of one encoded message. Fields it is not asked about are skipped, whatever
 /// their wire type, so newer peers can add fields.
-struct ProtoReader {
-    enum Value {
+public struct ProtoReader {
+    public enum Value {
         case varint(UInt64)
         case lengthDelimited(ArraySlice<UInt8>)
         /// fixed32 and fixed64 fields, which the envelope never uses.
@@ -65,7 +67,7 @@ struct ProtoReader {
     private let what: String
 
     /// - Parameter what: names the message in errors, e.g. `ttrpc request`.
-    init(_ bytes: [UInt8], what: String) {
+    public init(_ bytes: [UInt8], what: String) {
         self.bytes = bytes
         self.what = what
     }
@@ -74,7 +76,7 @@ struct ProtoReader {
     ///
     /// - Throws: `BerthError.invalidArgument` for a truncated field, an overlong varint, field
     ///   number 0 or a group (wire types 3 and 4).
-    mutating func next() throws(BerthError) -> (field: Int, value: Value)? {
+    public mutating func next() throws(BerthError) -> (field: Int, value: Value)? {
         guard offset < bytes.count else { return nil }
         let key = try rawVarint()
         let field = Int(truncatingIfNeeded: key >> 3)
@@ -124,17 +126,17 @@ struct ProtoReader {
 }
 
 extension ProtoReader.Value {
-    var string: String? {
+    public var string: String? {
         if case .lengthDelimited(let bytes) = self { return String(decoding: bytes, as: UTF8.self) }
         return nil
     }
 
-    var bytes: [UInt8]? {
+    public var bytes: [UInt8]? {
         if case .lengthDelimited(let bytes) = self { return Array(bytes) }
         return nil
     }
 
-    var integer: UInt64? {
+    public var integer: UInt64? {
         if case .varint(let value) = self { return value }
         return nil
     }

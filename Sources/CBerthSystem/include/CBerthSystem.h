@@ -6,6 +6,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/vfs.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <sys/xattr.h>   // not part of Swift's Glibc module: fsetxattr, lsetxattr, lgetxattr, llistxattr
@@ -64,5 +65,38 @@ static inline int cberth_move_mount(int from_dirfd, const char *from_path, int t
 static inline int cberth_accept4(int fd, int flags) { return (int)syscall(SYS_accept4, fd, (void *)0, (void *)0, flags); }
 static inline int cberth_pipe2(int fds[2], int flags) { return (int)syscall(SYS_pipe2, fds, flags); }
 static inline int cberth_set_thread_name(const char *name) { return prctl(PR_SET_NAME, name, 0, 0, 0); }
+
+/// berth-shim: child subreaper, SCM_RIGHTS receive, terminal window size.
+#include <string.h>
+#include <sys/ioctl.h>
+#include <termios.h>
+static inline int cberth_set_child_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); }
+/// Receives one file descriptor sent with SCM_RIGHTS on `sock` (made close-on-exec); -1 on error.
+static inline int cberth_recv_fd(int sock) {
+    char data[256];
+    struct iovec iov = { .iov_base = data, .iov_len = sizeof(data) };
+    union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int))]; } control;
+    struct msghdr msg = { 0 };
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.buf;
+    msg.msg_controllen = sizeof(control.buf);
+    if (recvmsg(sock, &msg, MSG_CMSG_CLOEXEC) < 0) return -1;
+    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+    if (cmsg == 0 || cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS) return -1;
+    int fd;
+    memcpy(&fd, CMSG_DATA(cmsg), sizeof(int));
+    return fd;
+}
+static inline int cberth_set_winsize(int fd, unsigned short rows, unsigned short cols) {
+    struct winsize size = { .ws_row = rows, .ws_col = cols };
+    return ioctl(fd, TIOCSWINSZ, &size);
+}
+
+/// The file system type (statfs f_type) of `path`, or -1; <sys/vfs.h> is not in Swift's Glibc module.
+static inline long cberth_fs_type(const char *path) {
+    struct statfs info;
+    return statfs(path, &info) == 0 ? (long)info.f_type : -1;
+}
 
 #endif

@@ -1,0 +1,92 @@
+import BerthCore
+import BerthTTRPC
+import Glibc
+
+/// Sends task events to the daemon's ttrpc `containerd.services.events.ttrpc.v1.Events/Forward`
+/// at `$TTRPC_ADDRESS`, in the order they were queued, from one thread.
+///
+/// The connection is made lazily and remade after a failure. An event that cannot be sent is
+/// retried after 1, 2, 3… seconds and dropped after five attempts, as containerd's publisher does.
+public final class EventPublisher: Sendable {
+    public static let service = "containerd.services.events.ttrpc.v1.Events"
+
+    private struct State {
+        var queue: [EventEnvelope] = []
+        var sending = false
+        var closed = false
+    }
+
+    private let address: String?
+    private let namespace: String
+    private let state = Monitor(State())
+    private let client = Monitor<TTRPCClient?>(nil)
+
+    /// - Parameter address: the daemon's ttrpc socket path; nil drops every event.
+    public init(address: String?, namespace: String) {
+        self.address = address.flatMap { $0.isEmpty ? nil : $0 }
+        self.namespace = namespace
+    }
+
+    public func start() throws(BerthError) {
+        try startThread(name: "events") { [self] in run() }
+    }
+
+    /// Queues an event (stamped now).
+    public func publish(_ event: TaskEvent) {
+        let envelope = EventEnvelope(timestamp: .now(), namespace: namespace, event: event)
+        state.update { state in
+            guard !state.closed, address != nil, state.queue.count < 2048 else { return }
+            state.queue.append(envelope)
+        }
+    }
+
+    /// Waits until the queue is empty (or `timeout` passes) and stops sending.
+    public func flush(timeout: Duration) {
+        _ = state.wait(timeout: timeout) { ($0.queue.isEmpty && !$0.sending) ? true : nil }
+        state.update { $0.closed = true }
+    }
+
+    private func run() {
+        while true {
+            let next = state.wait { state -> EventEnvelope? in
+                guard let first = state.queue.first else { return nil }
+                state.queue.removeFirst()
+                state.sending = true
+                return first
+            }!
+            send(next)
+            state.update { $0.sending = false }
+        }
+    }
+
+    private func send(_ envelope: EventEnvelope) {
+        let payload = ForwardRequest(envelope: envelope).encoded()
+        for attempt in 1...5 {
+            do {
+                let connection = try connect()
+                _ = try connection.call(
+                    service: Self.service, method: "Forward", payload: payload,
+                    metadata: [TTRPCMetadataKey.namespace: [namespace]], timeout: .seconds(5))
+                return
+            } catch {
+                client.update { $0?.close(); $0 = nil }
+                if state.update({ $0.closed }) { return }
+                sleep(for: .seconds(attempt))
+            }
+        }
+        log("berth-shim: dropped event \(envelope.topic) after 5 attempts")
+    }
+
+    private func connect() throws -> TTRPCClient {
+        if let existing = client.update({ $0 }), !existing.isClosed { return existing }
+        let made = try TTRPCClient(path: address!)
+        client.update { $0 = made }
+        return made
+    }
+}
+
+/// Writes a line to stderr (the daemon's shim log FIFO, when it made one).
+func log(_ message: String) {
+    let line = Array((message + "\n").utf8)
+    _ = line.withUnsafeBytes { writeAll(2, $0) }
+}

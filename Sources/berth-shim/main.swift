@@ -1,0 +1,4 @@
+import BerthShim
+import Glibc
+
+exit(ShimCommand.main(CommandLine.arguments))
