@@ -8,7 +8,8 @@ import Dispatch
 import Foundation
 
 /// Runs a shim binary's `start` or `delete` action (shim-v2-ttrpc.md §2.1, §2.4) and collects
-/// what it wrote. Runs on a Dispatch thread; the caller's task only suspends.
+/// what it wrote. Runs on a Dispatch thread of its own (many shims may start at once); the caller's
+/// task only suspends.
 struct ShimCommand: Sendable {
     var binary: String
     var arguments: [String]
@@ -36,7 +37,9 @@ struct ShimCommand: Sendable {
     ///
     /// - Throws: `internal` when the binary cannot be started at all.
     func run() async throws(BerthError) -> Output {
-        try await runBlocking { [self] () throws(BerthError) -> Output in try runSynchronously() }
+        try await runBlockingOnOwnThread(label: "berth.shim-command") { [self] () throws(BerthError) -> Output in
+            try runSynchronously()
+        }
     }
 
     private func runSynchronously() throws(BerthError) -> Output {
