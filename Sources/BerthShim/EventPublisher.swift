@@ -18,8 +18,8 @@ public final class EventPublisher: Sendable {
 
     private let address: String?
     private let namespace: String
-    private let state = Monitor(State())
-    private let client = Monitor<TTRPCClient?>(nil)
+    private let state = ConditionLock(State())
+    private let client = ConditionLock<TTRPCClient?>(nil)
 
     /// - Parameter address: the daemon's ttrpc socket path; nil drops every event.
     public init(address: String?, namespace: String) {
@@ -42,7 +42,7 @@ public final class EventPublisher: Sendable {
 
     /// Waits until the queue is empty (or `timeout` passes) and stops sending.
     public func flush(timeout: Duration) {
-        _ = state.wait(timeout: timeout) { ($0.queue.isEmpty && !$0.sending) ? true : nil }
+        _ = state.wait(until: .now + timeout) { ($0.queue.isEmpty && !$0.sending) ? true : nil }
         state.update { $0.closed = true }
     }
 

@@ -1,4 +1,5 @@
 import BerthCore
+import BerthTTRPC
 import CBerthSystem
 import Glibc
 
@@ -25,7 +26,7 @@ public final class ProcessIO: @unchecked Sendable {
         var activeOutputCopies = 0
         var closed = false
     }
-    private let state = Monitor(State())
+    private let state = ConditionLock(State())
     private var consoleSocket: ConsoleSocket?
     private var pendingCopies: [(name: String, from: Int32, to: SharedDescriptor, isOutput: Bool, closesDestination: Bool)] = []
     /// What the runtime gets as its stdio (non-terminal only).
@@ -161,7 +162,7 @@ public final class ProcessIO: @unchecked Sendable {
     /// Waits until stdout and stderr were copied to end of file (the process and everything that
     /// inherited its output closed it), at most `timeout`.
     public func waitForOutput(timeout: Duration) {
-        _ = state.wait(timeout: timeout) { $0.activeOutputCopies == 0 ? true : nil }
+        _ = state.wait(until: .now + timeout) { $0.activeOutputCopies == 0 ? true : nil }
     }
 
     /// Sets the terminal's window size.
@@ -197,10 +198,10 @@ public final class ProcessIO: @unchecked Sendable {
 /// last release.
 final class SharedDescriptor: @unchecked Sendable {
     let fd: Int32
-    private let count: Monitor<Int>
+    private let count: ConditionLock<Int>
     init(_ fd: Int32) {
         self.fd = fd
-        count = Monitor(1)
+        count = ConditionLock(1)
     }
     func retain() { count.update { $0 += 1 } }
     func release() {

@@ -1,4 +1,5 @@
 import BerthCore
+import BerthTTRPC
 import CBerthSystem
 import Glibc
 
@@ -33,7 +34,7 @@ public final class Reaper: Sendable {
         var waiting: [pid_t: ExitStatus?] = [:]
     }
 
-    private let state = Monitor(State())
+    private let state = ConditionLock(State())
     private let onExit: @Sendable (pid_t, ExitStatus) -> Void
 
     /// - Parameter onExit: receives every exit not claimed by a `run` caller.

@@ -73,7 +73,7 @@ public final class TaskService: Sendable {
 
     public let namespace: String
     public let publisher: EventPublisher
-    private let table = Monitor(Table())
+    private let table = ConditionLock(Table())
     private let exitRouter = ExitRouter()
     /// The single reaper of this process; see ``Reaper``.
     public let reaper: Reaper
@@ -551,7 +551,7 @@ public final class TaskService: Sendable {
 
 /// Hands reaper exits to the service without a reference cycle.
 private final class ExitRouter: Sendable {
-    let service = Monitor<WeakService?>(nil)
+    let service = ConditionLock<WeakService?>(nil)
     func route(_ pid: Int32, _ status: ExitStatus) {
         service.update { $0?.service }?.processExited(pid, status)
     }

@@ -5,13 +5,18 @@ import BerthCore
 ///
 /// BerthTTRPC runs its loops and handlers on plain threads so that it works in a process (the
 /// shim) that never starts Swift's concurrency runtime, and so that a handler that blocks (Wait)
-/// holds only its own thread. `name` is cut to the 15 bytes Linux keeps.
+/// holds only its own thread. The shim runs its own loops on these threads too. `name` is cut to
+/// the 15 bytes Linux keeps; `stackSize` (bytes) replaces the default reservation when given.
 ///
 /// - Throws: `BerthError.resourceExhausted` when the system cannot create another thread.
-func spawnThread(name: String, _ body: @escaping @Sendable () -> Void) throws(BerthError) {
+public func spawnThread(name: String, stackSize: Int? = nil, _ body: @escaping @Sendable () -> Void) throws(BerthError) {
     let context = Unmanaged.passRetained(ThreadBody(name: name, run: body)).toOpaque()
+    var attributes = pthread_attr_t()
+    pthread_attr_init(&attributes)
+    defer { pthread_attr_destroy(&attributes) }
+    if let stackSize { pthread_attr_setstacksize(&attributes, stackSize) }
     var thread = pthread_t()
-    let rc = pthread_create(&thread, nil, { raw in
+    let rc = pthread_create(&thread, &attributes, { raw in
         let body = Unmanaged<ThreadBody>.fromOpaque(raw!).takeRetainedValue()
         GNU.nameCurrentThread(body.name)
         body.run()
@@ -36,12 +41,12 @@ private final class ThreadBody {
 /// A value guarded by a pthread mutex with a condition variable, for a thread that must sleep until
 /// another thread changes the value (a call waiting for its response, shutdown waiting for
 /// handlers). `Mutex` from Synchronization cannot wait; this can.
-final class ConditionLock<State>: @unchecked Sendable {
+public final class ConditionLock<State>: @unchecked Sendable {
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     private var state: State
 
-    init(_ state: State) {
+    public init(_ state: State) {
         self.state = state
         pthread_mutex_init(mutex, nil)
         var attributes = pthread_condattr_t()
@@ -59,7 +64,7 @@ final class ConditionLock<State>: @unchecked Sendable {
     }
 
     /// Runs `body` under the lock and wakes every waiter afterwards.
-    func update<R>(_ body: (inout State) throws -> R) rethrows -> R {
+    public func update<R, E: Error>(_ body: (inout State) throws(E) -> R) throws(E) -> R {
         pthread_mutex_lock(mutex)
         defer {
             pthread_cond_broadcast(condition)
@@ -70,7 +75,7 @@ final class ConditionLock<State>: @unchecked Sendable {
 
     /// Sleeps until `ready` returns a value, or until `deadline` passes (then returns nil).
     /// `ready` runs under the lock each time the state changes.
-    func wait<R>(until deadline: ContinuousClock.Instant? = nil, _ ready: (inout State) -> R?) -> R? {
+    public func wait<R>(until deadline: ContinuousClock.Instant? = nil, _ ready: (inout State) -> R?) -> R? {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         let wakeAt = deadline.map { monotonicTimespec(after: ContinuousClock.now.duration(to: $0)) }
@@ -90,7 +95,7 @@ final class ConditionLock<State>: @unchecked Sendable {
 extension ConditionLock {
     /// Sleeps until `condition` holds; false when `deadline` passed first.
     @discardableResult
-    func wait(until deadline: ContinuousClock.Instant? = nil, for condition: (State) -> Bool) -> Bool {
+    public func wait(until deadline: ContinuousClock.Instant? = nil, for condition: (State) -> Bool) -> Bool {
         let met: Bool? = wait(until: deadline) { (state: inout State) -> Bool? in condition(state) ? true : nil }
         return met != nil
     }
