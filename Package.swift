@@ -109,7 +109,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .target(name: "BerthTTRPC", dependencies: ["BerthCore", "CBerthSystem"], exclude: ["README.md"]),
+        .target(name: "BerthTTRPC", dependencies: ["BerthCore", "BerthSystem", "CBerthSystem"], exclude: ["README.md"]),
         .target(name: "BerthTestSupport", dependencies: ["BerthCore"]),
         // The per-container shim: no Foundation, NIO, SwiftProtobuf or Swift concurrency, to stay small.
         .target(

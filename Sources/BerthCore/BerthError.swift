@@ -19,6 +19,9 @@ public struct BerthError: Error, Sendable, CustomStringConvertible {
         case deadlineExceeded
         case permissionDenied
         case `internal`
+        /// An error nobody classified, passed on as it came (containerd's `errdefs.ErrUnknown`):
+        /// a shim's answer when runc fails, say.
+        case unknown
     }
 
     public var code: Code

@@ -150,9 +150,9 @@ public final class GarbageCollector: Sendable {
 
     static func deleteExpiredLeases(_ db: Database) throws -> Int {
         var expired = 0
-        let now = Date()
+        let now = Timestamp.now
         for row in try Row.fetchAll(db, sql: "SELECT namespace, id, labels FROM leases") {
-            guard let text = Codec.labels(row["labels"])[Labels.gcExpire], let date = parseRFC3339(text), date < now else { continue }
+            guard let text = Codec.labels(row["labels"])[Labels.gcExpire], let expiry = Timestamp(rfc3339: text), expiry < now else { continue }
             try db.execute(sql: "DELETE FROM leases WHERE namespace = ? AND id = ?", arguments: [row["namespace"] as String, row["id"] as String])
             expired += 1
         }
@@ -269,12 +269,4 @@ public final class GarbageCollector: Sendable {
         var config: Descriptor?
         var layers: [Descriptor]?
     }
-}
-
-func parseRFC3339(_ text: String) -> Date? {
-    let formatter = ISO8601DateFormatter()
-    formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-    if let date = formatter.date(from: text) { return date }
-    formatter.formatOptions = [.withInternetDateTime]
-    return formatter.date(from: text)
 }

@@ -37,7 +37,7 @@ struct ShimCommand: Sendable {
     ///
     /// - Throws: `internal` when the binary cannot be started at all.
     func run() async throws(BerthError) -> Output {
-        try await runBlockingOnOwnThread(label: "berth.shim-command") { [self] () throws(BerthError) -> Output in
+        try await runBlocking { [self] () throws(BerthError) -> Output in
             try runSynchronously()
         }
     }

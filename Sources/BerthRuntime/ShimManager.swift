@@ -192,7 +192,7 @@ public final class ShimManager: Sendable {
         var log: ShimLog?
         var binary = ""
         var task: ShimTask?
-        do {
+        do throws(BerthError) {
             binary = try resolver.resolve(creation.runtime)
             bundle = try Bundle.create(root: configuration.shimsRoot, namespace: creation.namespace, id: creation.id,
                                        spec: creation.spec)
@@ -223,7 +223,13 @@ public final class ShimManager: Sendable {
             if let options = creation.taskOptions ?? creation.runtimeOptions {
                 request.options = Self.any(options)
             }
-            let response: Containerd_Task_V2_CreateTaskResponse = try await task!.call("Create", request)
+            let response: Containerd_Task_V2_CreateTaskResponse
+            do {
+                response = try await task!.call("Create", request)
+            } catch {
+                // containerd's TaskManager.Create words it so; ctr prints it.
+                throw BerthError(error.code, "failed to create shim task: \(error.message)", underlying: error.underlying)
+            }
             table.withLock { $0[key] = .live(task!) }
             // The connection may have ended before the task was listed; then nobody else cleans up.
             if task!.client.isClosed { shimClosed(key, token: token) }

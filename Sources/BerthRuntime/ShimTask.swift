@@ -86,6 +86,9 @@ public final class ShimTask: Sendable {
                 message.removeLast(suffix.count)
                 break
             }
+            // An unclassified error (a failing runc, say) reads `<message>: unknown` on its way
+            // on, as errdefs.FromGRPC words it in containerd.
+            if status.code == .unknown { message += ": unknown" }
             return BerthError(status.code.berthCode, message)
         }
     }

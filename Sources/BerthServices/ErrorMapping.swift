@@ -20,6 +20,7 @@ extension BerthError.Code {
         case .deadlineExceeded: .deadlineExceeded
         case .permissionDenied: .permissionDenied
         case .internal: .internalError
+        case .unknown: .unknown
         }
     }
 }

@@ -1,4 +1,5 @@
 import BerthCore
+import BerthSystem
 import BerthTTRPC
 import Glibc
 

@@ -1,4 +1,5 @@
 import BerthCore
+import BerthSystem
 import BerthTTRPC
 import CBerthSystem
 import Glibc
@@ -170,7 +171,8 @@ public final class ProcessIO: @unchecked Sendable {
     /// - Throws: `BerthError.failedPrecondition` without a terminal.
     public func resize(width: UInt32, height: UInt32) throws(BerthError) {
         let console = state.update { $0.console }
-        guard console >= 0 else { throw .failedPrecondition("process has no terminal") }
+        // Without a terminal there is nothing to resize: a no-op, as in containerd's shim.
+        guard console >= 0 else { return }
         guard cberth_set_winsize(console, UInt16(clamping: height), UInt16(clamping: width)) == 0 else {
             throw errnoError("resize terminal")
         }

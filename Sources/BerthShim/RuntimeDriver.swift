@@ -177,7 +177,7 @@ public struct RuntimeDriver: Sendable {
 
 extension BerthError.Code {
     /// What a failing runtime command becomes: containerd's shim reports these as Unknown;
-    /// `internal` is the nearest code BerthError has.
+    /// `internal` is the nearest code BerthError has, and ``TaskService`` sends it as Unknown.
     static var unknownRuntime: BerthError.Code { .internal }
 }
 

@@ -86,7 +86,12 @@ public enum Spawner {
             ? posix_spawn(&pid, spec.executable, &actions, &attributes, argv, envp)
             : posix_spawnp(&pid, spec.executable, &actions, &attributes, argv, envp)
         guard rc == 0 else {
-            if rc == ENOENT { throw .notFound("\(spec.executable): executable file not found in $PATH") }
+            if rc == ENOENT {
+                // Go's exec words the two cases so; containerd's shim relays them.
+                throw .notFound(spec.executable.contains("/")
+                    ? "fork/exec \(spec.executable): no such file or directory"
+                    : "exec: \(JSONValue.quote(spec.executable)): executable file not found in $PATH")
+            }
             throw errnoError("spawn \(spec.executable)", errno: rc)
         }
         return pid

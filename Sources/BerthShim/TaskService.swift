@@ -77,6 +77,8 @@ public final class TaskService: Sendable {
     private let exitRouter = ExitRouter()
     /// The single reaper of this process; see ``Reaper``.
     public let reaper: Reaper
+    /// Publishes `/tasks/oom` for the containers' memory cgroups, from Create to Delete.
+    private let oomWatcher: OOMWatcher
 
     /// Logs each call to stderr (the daemon's shim log) when set.
     public let debug: Bool
@@ -85,6 +87,7 @@ public final class TaskService: Sendable {
         self.namespace = namespace
         self.debug = debug
         self.publisher = publisher
+        oomWatcher = OOMWatcher { [publisher] id in publisher.publish(.oom(containerID: id)) }
         let router = exitRouter
         reaper = Reaper { pid, status in router.route(pid, status) }
         router.service.update { $0 = WeakService(self) }
@@ -123,6 +126,11 @@ public final class TaskService: Sendable {
             if debug { log("berth-shim: \(method) \(request)") }
             do {
                 return try body(request).encoded()
+            } catch let error as BerthError where error.code == .internal {
+                // containerd's shim sends every error errdefs does not classify (a failing runc
+                // above all) as Unknown; the daemon and ctr expect that code.
+                if debug { log("berth-shim: \(method) failed: \(error)") }
+                throw TTRPCError(.unknown, error.description)
             } catch {
                 if debug { log("berth-shim: \(method) failed: \(error)") }
                 throw error
@@ -216,12 +224,28 @@ public final class TaskService: Sendable {
                     applyExit(initProcess, early, container: container)
                 }
             }
+            watchOOM(container: request.id, pid: pid)
             return PidResponse(pid: UInt32(pid))
         } catch {
             io?.close()
             if created { try? driver.delete(id: request.id, force: true) }
             if mounted { try? Mounter.unmountAll(rootfs) }
             throw error
+        }
+    }
+
+    /// Watches the new container's memory cgroup (it exists once the runtime created the
+    /// container, before its process runs). A cgroup that cannot be watched is logged, as
+    /// containerd's shim does, and the container runs without OOM events.
+    private func watchOOM(container id: String, pid: Int32) {
+        guard let target = OOMWatcher.target(pid: pid) else {
+            log("berth-shim: container \(id): no memory cgroup found for pid \(pid); no OOM events")
+            return
+        }
+        do {
+            try oomWatcher.add(containerID: id, target: target)
+        } catch {
+            log("berth-shim: container \(id): \(error.message); no OOM events")
         }
     }
 
@@ -346,6 +370,7 @@ public final class TaskService: Sendable {
         let exit = process.lifecycle.exit ?? ExitStatus(code: 137, exitedAt: .now())
         process.io?.waitForOutput(timeout: .seconds(5))
         if process.execID.isEmpty {
+            oomWatcher.remove(containerID: container.id)
             try container.driver.delete(id: container.id, force: true)
             process.io?.close()
             if container.rootfsMounted { try? Mounter.unmountAll(container.bundle + "/rootfs") }
@@ -521,8 +546,9 @@ public final class TaskService: Sendable {
         let io = try table.update { (table: inout Table) throws(BerthError) -> ProcessIO? in
             try lookupProcess(request.id, request.execID, in: table).io
         }
-        guard let io else { throw .failedPrecondition("process \(request.execID.isEmpty ? request.id : request.execID) has no terminal") }
-        try io.resize(width: request.width, height: request.height)
+        // A process without a terminal (or not started yet) has nothing to resize: a no-op, as
+        // in containerd's shim.
+        try io?.resize(width: request.width, height: request.height)
         return ProtoEmpty()
     }
 

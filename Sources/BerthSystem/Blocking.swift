@@ -1,11 +1,17 @@
 import BerthCore
-import Dispatch
 
-/// Runs blocking work (file I/O, syscalls that may sleep) on Dispatch's threads, so it never
-/// holds up a thread of Swift's cooperative pool. Keeps the body's typed error.
+/// Runs blocking work (file I/O, SQLite, syscalls that may sleep, waiting for another process)
+/// on ``BlockingThreads``, so it never holds up a thread of Swift's cooperative pool. Keeps the
+/// body's typed error.
+///
+/// Not Dispatch's global queues: on Linux Swift's cooperative pool runs on the same root queue,
+/// which starts only as many threads as there are CPUs and adds more only after a stall of about
+/// a second. Bodies that block there (a read waiting for a database connection that an
+/// `async` caller holds) starve the very tasks they wait for; 30 parallel `ctr containers
+/// create` took five seconds that way.
 public func runBlocking<T: Sendable>(_ body: @escaping @Sendable () throws(BerthError) -> T) async throws(BerthError) -> T {
     let result: Result<T, BerthError> = await withCheckedContinuation { continuation in
-        DispatchQueue.global().async {
+        BlockingThreads.shared.submit {
             do throws(BerthError) {
                 continuation.resume(returning: .success(try body()))
             } catch {
@@ -19,27 +25,88 @@ public func runBlocking<T: Sendable>(_ body: @escaping @Sendable () throws(Berth
 /// `runBlocking` for bodies that throw any error.
 public func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
     try await withCheckedThrowingContinuation { continuation in
-        DispatchQueue.global().async {
+        BlockingThreads.shared.submit {
             continuation.resume(with: Result { try body() })
         }
     }
 }
 
-/// `runBlocking` for work that waits a long time on another process (a shim's `start` or
-/// `delete`). Dispatch's global pool runs only as many blocking bodies at once as there are CPUs,
-/// so 50 containers starting together would queue two at a time; a serial queue of its own runs
-/// on Dispatch's overcommitting pool, which adds a thread when every other one is busy.
-public func runBlockingOnOwnThread<T: Sendable>(
-    label: String, _ body: @escaping @Sendable () throws(BerthError) -> T
-) async throws(BerthError) -> T {
-    let result: Result<T, BerthError> = await withCheckedContinuation { continuation in
-        DispatchQueue(label: label).async {
-            do throws(BerthError) {
-                continuation.resume(returning: .success(try body()))
-            } catch {
-                continuation.resume(returning: .failure(error))
+/// An elastic set of threads for blocking work: a job runs at once on an idle thread, or on a
+/// new one while fewer than ``maximumThreads`` exist; beyond that it waits its turn. A thread
+/// idle for ``idleTimeout`` exits, so an idle daemon keeps few.
+public final class BlockingThreads: Sendable {
+    public static let shared = BlockingThreads(maximumThreads: 256, idleTimeout: .seconds(10))
+
+    public typealias Job = @Sendable () -> Void
+
+    private struct State {
+        var jobs: [Job] = []
+        var next = 0
+        var threads = 0
+        var idle = 0
+
+        var queued: Int { jobs.count - next }
+
+        mutating func take() -> Job? {
+            guard next < jobs.count else { return nil }
+            let job = jobs[next]
+            next += 1
+            if next == jobs.count {
+                jobs.removeAll(keepingCapacity: true)
+                next = 0
             }
+            return job
         }
     }
-    return try result.get()
+
+    public let maximumThreads: Int
+    public let idleTimeout: Duration
+    private let state = ConditionLock(State())
+
+    public init(maximumThreads: Int, idleTimeout: Duration) {
+        self.maximumThreads = maximumThreads
+        self.idleTimeout = idleTimeout
+    }
+
+    /// Queues `job`; starts a thread for it when none is idle. If no thread can be created and
+    /// none exists, runs it on the calling thread rather than never.
+    public func submit(_ job: @escaping Job) {
+        let spawn = state.update { state -> Bool in
+            state.jobs.append(job)
+            guard state.idle < state.queued, state.threads < maximumThreads else { return false }
+            state.threads += 1
+            return true
+        }
+        guard spawn else { return }
+        do {
+            try spawnThread(name: "berth-blocking") { [self] in work() }
+        } catch {
+            let orphaned = state.update { state -> Job? in
+                state.threads -= 1
+                return state.threads == 0 ? state.take() : nil
+            }
+            orphaned?()
+        }
+    }
+
+    private func work() {
+        while true {
+            state.update { $0.idle += 1 }
+            let taken = state.wait(until: .now + idleTimeout) { state -> Job? in
+                guard let job = state.take() else { return nil }
+                state.idle -= 1
+                return job
+            }
+            // Timed out: a job queued since the last look is still this thread's (submit saw it
+            // idle and started none), else the thread leaves.
+            let job = taken ?? state.update { state -> Job? in
+                state.idle -= 1
+                if let job = state.take() { return job }
+                state.threads -= 1
+                return nil
+            }
+            guard let job else { return }
+            job()
+        }
+    }
 }

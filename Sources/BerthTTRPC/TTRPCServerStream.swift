@@ -1,3 +1,4 @@
+import BerthSystem
 /// The server's side of one streaming call (ttrpc 1.2).
 ///
 /// The handler sends messages as Data frames with ``send(_:)``; the server ends the stream when

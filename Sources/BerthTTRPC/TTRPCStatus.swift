@@ -89,11 +89,12 @@ extension TTRPCStatus.Code {
         case .deadlineExceeded: .deadlineExceeded
         case .permissionDenied: .permissionDenied
         case .internal: .internal
+        case .unknown: .unknown
         }
     }
 
-    /// The `BerthError` code for this gRPC code. `unknown`, `ok` and numbers without a name
-    /// become `internal`; `unauthenticated` becomes `permissionDenied`.
+    /// The `BerthError` code for this gRPC code. `ok` and numbers without a name become
+    /// `internal`; `unauthenticated` becomes `permissionDenied`.
     public var berthCode: BerthError.Code {
         switch self {
         case .canceled: .cancelled
@@ -109,6 +110,7 @@ extension TTRPCStatus.Code {
         case .unimplemented: .unimplemented
         case .unavailable: .unavailable
         case .dataLoss: .dataLoss
+        case .unknown: .unknown
         default: .internal
         }
     }

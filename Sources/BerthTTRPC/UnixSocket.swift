@@ -1,5 +1,6 @@
 import Glibc
 import BerthCore
+import BerthSystem
 
 /// Thin unix-socket calls for the client and server. Descriptors are close-on-exec; writes never
 /// raise SIGPIPE.

@@ -101,4 +101,24 @@ struct TimestampTests {
     @Test func nowIsAfter2020() {
         #expect(Timestamp.now.seconds > 1_577_836_800)
     }
+
+    @Test("RFC 3339 as Go writes it (gc.expire labels)", arguments: [
+        ("1970-01-01T00:00:00Z", Timestamp(seconds: 0, nanos: 0)),
+        ("1969-12-31T23:59:59Z", Timestamp(seconds: -1, nanos: 0)),
+        ("2026-12-02T20:15:00Z", Timestamp(seconds: 1_796_242_500, nanos: 0)),
+        ("2026-12-02t20:15:00z", Timestamp(seconds: 1_796_242_500, nanos: 0)),
+        ("2000-02-29T23:59:59.5+01:30", Timestamp(seconds: 951_863_399, nanos: 500_000_000)),
+        ("2024-03-01T00:00:00-05:00", Timestamp(seconds: 1_709_269_200, nanos: 0)),
+        ("2026-12-02T20:15:00.123456789123Z", Timestamp(seconds: 1_796_242_500, nanos: 123_456_789)),
+    ])
+    func parsesRFC3339(text: String, expected: Timestamp) {
+        #expect(Timestamp(rfc3339: text) == expected)
+    }
+
+    @Test("not RFC 3339", arguments: ["", "2026-12-02", "2026-12-02T20:15:00", "2026-13-02T20:15:00Z",
+                                       "2026-12-02T20:15:00.Z", "2026-12-02T20:15:00+0100", "2026-12-02T20:15:00Zx",
+                                       "tomorrow", "2026-12-02 20:15:00Z"])
+    func rejectsOtherText(text: String) {
+        #expect(Timestamp(rfc3339: text) == nil)
+    }
 }

@@ -99,4 +99,15 @@ static inline long cberth_fs_type(const char *path) {
     return statfs(path, &info) == 0 ? (long)info.f_type : -1;
 }
 
+/// berth-shim's OOM watch: an eventfd(2) registered through cgroup v1's cgroup.event_control, and
+/// inotify(7) on cgroup v2's memory.events. Neither header is in Swift's Glibc module.
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
+/// A non-blocking, close-on-exec eventfd with counter 0; -1 on error.
+static inline int cberth_eventfd(void) { return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); }
+/// A non-blocking, close-on-exec inotify instance; -1 on error.
+static inline int cberth_inotify_init(void) { return inotify_init1(IN_CLOEXEC | IN_NONBLOCK); }
+/// Watches `path` for IN_MODIFY (cgroup v2 notifies memory.events this way); the watch descriptor or -1.
+static inline int cberth_inotify_watch_modify(int fd, const char *path) { return inotify_add_watch(fd, path, IN_MODIFY); }
+
 #endif

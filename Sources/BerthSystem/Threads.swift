@@ -1,12 +1,13 @@
-import Glibc
 import BerthCore
+import CBerthSystem
+import Glibc
 
 /// Starts a detached POSIX thread that runs `body`.
 ///
 /// BerthTTRPC runs its loops and handlers on plain threads so that it works in a process (the
 /// shim) that never starts Swift's concurrency runtime, and so that a handler that blocks (Wait)
-/// holds only its own thread. The shim runs its own loops on these threads too. `name` is cut to
-/// the 15 bytes Linux keeps; `stackSize` (bytes) replaces the default reservation when given.
+/// holds only its own thread; ``runBlocking(_:)`` runs blocking work on them too. `name` is cut
+/// to the 15 bytes Linux keeps; `stackSize` (bytes) replaces the default reservation when given.
 ///
 /// - Throws: `BerthError.resourceExhausted` when the system cannot create another thread.
 public func spawnThread(name: String, stackSize: Int? = nil, _ body: @escaping @Sendable () -> Void) throws(BerthError) {
@@ -18,13 +19,13 @@ public func spawnThread(name: String, stackSize: Int? = nil, _ body: @escaping @
     var thread = pthread_t()
     let rc = pthread_create(&thread, &attributes, { raw in
         let body = Unmanaged<ThreadBody>.fromOpaque(raw!).takeRetainedValue()
-        GNU.nameCurrentThread(body.name)
+        _ = cberth_set_thread_name(body.name)
         body.run()
         return nil
     }, context)
     guard rc == 0 else {
         Unmanaged<ThreadBody>.fromOpaque(context).release()
-        throw BerthError(.resourceExhausted, "ttrpc thread \(name): \(errnoText(rc))")
+        throw BerthError(.resourceExhausted, "thread \(name): \(errnoText(rc))")
     }
     pthread_detach(thread)
 }
@@ -114,6 +115,6 @@ private func monotonicTimespec(after duration: Duration) -> timespec {
 }
 
 /// `strerror` for an errno value.
-func errnoText(_ code: Int32) -> String {
+public func errnoText(_ code: Int32) -> String {
     String(cString: strerror(code))
 }
