@@ -101,6 +101,8 @@ BERTH_RELEASE_FLAGS=(-c release --static-swift-stdlib
     -Xswiftc -use-ld=lld
     -Xlinker -z -Xlinker pack-relative-relocs
     -Xlinker --no-export-dynamic
+    -Xlinker -no-pie
+    -Xlinker --gc-sections
     -Xlinker "--symbol-ordering-file=$BERTH_REPO/packaging/berthd.order"
     -Xlinker --no-warn-symbol-ordering)
 BERTH_RELEASE_BUILD=("${BERTH_RELEASE_FLAGS[@]}" --product berthd)
@@ -117,7 +119,14 @@ berth_build_release() {
 # how SwiftPM compiles too, so the shim builds in a scratch path of its own; its few modules (no
 # NIO, gRPC or Foundation) build in a minute or two.
 BERTH_SHIM_RELEASE_BUILD=(--scratch-path "$BERTH_REPO/.build-shim-release" -c release --static-swift-stdlib
-    -Xswiftc -static-executable -Xlinker --gc-sections --product berth-shim)
+    -Xswiftc -static-executable
+    -Xswiftc -Xfrontend -Xswiftc -function-sections
+    -Xcc -ffunction-sections
+    -Xswiftc -use-ld=lld
+    -Xlinker --gc-sections
+    -Xlinker "--symbol-ordering-file=$BERTH_REPO/packaging/berth-shim.order"
+    -Xlinker --no-warn-symbol-ordering
+    --product berth-shim)
 
 # Builds the release berth-shim (run from $BERTH_REPO) and prints its path.
 berth_build_release_shim() {
