@@ -31,6 +31,12 @@ public final class GarbageCollector: Sendable {
     let store: MetadataStore
     let logger: Logger
     private let pending = Mutex<Bool>(false)
+    /// How long the last collection took, for spacing out the next (see ``schedule(after:)``).
+    private let lastDuration = Mutex<Duration>(.zero)
+
+    /// The share of time collection may take when deletions keep asking for it: containerd's
+    /// scheduler default (`pause_threshold = 0.02`).
+    public static let pauseThreshold = 0.02
 
     public init(store: MetadataStore, logger: Logger) {
         self.store = store
@@ -38,14 +44,20 @@ public final class GarbageCollector: Sendable {
     }
 
     /// Asks for a collection soon; requests that arrive while one is pending share it.
+    ///
+    /// Soon is `delay`, or longer when the last collection was slow: it waits until that one
+    /// amounts to at most ``pauseThreshold`` of the time, so a stream of deletions (every
+    /// `ctr run --rm` deletes a lease, a snapshot and a container) costs a bounded share of
+    /// the daemon's CPU and database writer, as containerd bounds it.
     public func schedule(after delay: Duration = .milliseconds(50)) {
         let alreadyPending = pending.withLock { pending -> Bool in
             defer { pending = true }
             return pending
         }
         guard !alreadyPending else { return }
+        let spacing = lastDuration.withLock { $0 } * (1 / Self.pauseThreshold - 1)
         Task {
-            try? await Task.sleep(for: delay)
+            try? await Task.sleep(for: max(delay, spacing))
             pending.withLock { $0 = false }
             do { _ = try await collect() } catch {
                 logger.error("garbage collection failed", metadata: ["error": "\(error)"])
@@ -112,11 +124,13 @@ public final class GarbageCollector: Sendable {
         // removing large trees would otherwise stall every Prepare and commit meanwhile.
         await MetadataStore.removeStorage(doomedStorage.map { ($0.snapshotter, $0.id) })
         Memory.releaseFreePages()
+        let duration = ContinuousClock.now - start
+        lastDuration.withLock { $0 = duration }
         if result != Result() {
             logger.info("garbage collected", metadata: [
                 "content": "\(result.contentRowsRemoved)", "blobs": "\(result.blobsRemoved)",
                 "leases": "\(result.leasesExpired)", "ingests": "\(result.ingestsRemoved)", "snapshots": "\(result.snapshotsRemoved)",
-                "duration": "\(ContinuousClock.now - start)",
+                "duration": "\(duration)",
             ])
         }
         return result
