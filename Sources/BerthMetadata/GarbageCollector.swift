@@ -37,6 +37,9 @@ public final class GarbageCollector: Sendable {
     /// The share of time collection may take when deletions keep asking for it: containerd's
     /// scheduler default (`pause_threshold = 0.02`).
     public static let pauseThreshold = 0.02
+    /// The longest a deletion waits for its collection however slow the last one was, so that
+    /// space comes back within a second.
+    public static let maximumSpacing: Duration = .seconds(1)
 
     public init(store: MetadataStore, logger: Logger) {
         self.store = store
@@ -48,14 +51,15 @@ public final class GarbageCollector: Sendable {
     /// Soon is `delay`, or longer when the last collection was slow: it waits until that one
     /// amounts to at most ``pauseThreshold`` of the time, so a stream of deletions (every
     /// `ctr run --rm` deletes a lease, a snapshot and a container) costs a bounded share of
-    /// the daemon's CPU and database writer, as containerd bounds it.
+    /// the daemon's CPU and database writer, as containerd bounds it; never longer than
+    /// ``maximumSpacing``.
     public func schedule(after delay: Duration = .milliseconds(50)) {
         let alreadyPending = pending.withLock { pending -> Bool in
             defer { pending = true }
             return pending
         }
         guard !alreadyPending else { return }
-        let spacing = lastDuration.withLock { $0 } * (1 / Self.pauseThreshold - 1)
+        let spacing = min(lastDuration.withLock { $0 } * (1 / Self.pauseThreshold - 1), Self.maximumSpacing)
         Task {
             try? await Task.sleep(for: max(delay, spacing))
             pending.withLock { $0 = false }

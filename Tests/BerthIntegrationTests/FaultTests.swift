@@ -89,12 +89,14 @@ struct FaultTests {
         try await withDaemon { daemon in
             try daemon.ctrOK(["images", "import", "--no-unpack", images.ociArchive])
             // The import's lease is gone, so collection soon removes the blobs no image holds
-            // (ctr writes a transient index); wait until the listing settles.
+            // (ctr writes a transient index); wait until the listing has not changed for 2 s,
+            // longer than collection's spacing after a quick run (up to 1 s).
             var before = try daemon.ctrOK(["content", "ls", "-q"])
-            for _ in 0..<50 {
+            var unchanged = 0
+            for _ in 0..<100 where unchanged < 10 {
                 usleep(200_000)
                 let now = try daemon.ctrOK(["content", "ls", "-q"])
-                if now == before { break }
+                unchanged = now == before ? unchanged + 1 : 0
                 before = now
             }
             daemon.crash()
