@@ -130,13 +130,14 @@ public final class ProcessIO: @unchecked Sendable {
     private func startCopy(_ copy: (name: String, from: Int32, to: SharedDescriptor, isOutput: Bool, closesDestination: Bool)) {
         if copy.isOutput { state.update { $0.activeOutputCopies += 1 } }
         let copyBody: @Sendable () -> Void = { [state] in
-            var buffer = [UInt8](repeating: 0, count: 32 * 1024)
+            // Not zero-filled: a page of it becomes resident only once a read reaches it.
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 32 * 1024, alignment: 16)
+            defer { buffer.deallocate() }
             while true {
-                let n = buffer.withUnsafeMutableBytes { read(copy.from, $0.baseAddress, $0.count) }
+                let n = read(copy.from, buffer.baseAddress, buffer.count)
                 if n < 0 && errno == EINTR { continue }
                 if n <= 0 { break }
-                let ok = buffer.withUnsafeBytes { writeAll(copy.to.fd, UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
-                if !ok && !copy.isOutput { break }
+                if !writeAll(copy.to.fd, UnsafeRawBufferPointer(rebasing: buffer[0..<n])) && !copy.isOutput { break }
             }
             Glibc.close(copy.from)
             if copy.closesDestination { copy.to.release() }

@@ -188,6 +188,7 @@ public enum ShimCommand {
     // MARK: - serve
 
     static func serve(_ arguments: ShimArguments) throws(BerthError) {
+        reduceResidentMemory()
         _ = setsid()
         // The daemon reads the shim log FIFO; without one, keep stderr as it is (/dev/null).
         let logFD = open("log", O_WRONLY | O_CLOEXEC | O_NONBLOCK)
@@ -218,6 +219,13 @@ public enum ShimCommand {
         server.shutdown(gracePeriod: .seconds(2))
         if !socketPath.isEmpty { unlink(socketPath) }
         exit(0)
+    }
+
+    /// A shim's memory is paid once per container. Called first thing in the server, while it
+    /// has one thread: one malloc arena for its few threads (glibc would give each thread an
+    /// arena of its own, nine in all).
+    static func reduceResidentMemory() {
+        _ = cberth_mallopt_arena_max(1)
     }
 
     // MARK: - delete
