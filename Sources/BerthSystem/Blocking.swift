@@ -71,7 +71,7 @@ public final class BlockingThreads: Sendable {
     /// Queues `job`; starts a thread for it when none is idle. If no thread can be created and
     /// none exists, runs it on the calling thread rather than never.
     public func submit(_ job: @escaping Job) {
-        let spawn = state.update { state -> Bool in
+        let spawn = state.update(waking: .one) { state -> Bool in
             state.jobs.append(job)
             guard state.idle < state.queued, state.threads < maximumThreads else { return false }
             state.threads += 1
@@ -81,7 +81,7 @@ public final class BlockingThreads: Sendable {
         do {
             try spawnThread(name: "berth-blocking") { [self] in work() }
         } catch {
-            let orphaned = state.update { state -> Job? in
+            let orphaned = state.update(waking: .none) { state -> Job? in
                 state.threads -= 1
                 return state.threads == 0 ? state.take() : nil
             }
@@ -91,7 +91,7 @@ public final class BlockingThreads: Sendable {
 
     private func work() {
         while true {
-            state.update { $0.idle += 1 }
+            state.update(waking: .none) { $0.idle += 1 }
             let taken = state.wait(until: .now + idleTimeout) { state -> Job? in
                 guard let job = state.take() else { return nil }
                 state.idle -= 1
@@ -99,7 +99,7 @@ public final class BlockingThreads: Sendable {
             }
             // Timed out: a job queued since the last look is still this thread's (submit saw it
             // idle and started none), else the thread leaves.
-            let job = taken ?? state.update { state -> Job? in
+            let job = taken ?? state.update(waking: .none) { state -> Job? in
                 state.idle -= 1
                 if let job = state.take() { return job }
                 state.threads -= 1

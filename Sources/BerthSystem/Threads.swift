@@ -64,11 +64,26 @@ public final class ConditionLock<State>: @unchecked Sendable {
         mutex.deallocate()
     }
 
-    /// Runs `body` under the lock and wakes every waiter afterwards.
-    public func update<R, E: Error>(_ body: (inout State) throws(E) -> R) throws(E) -> R {
+    /// Whom ``update(waking:_:)`` wakes afterwards.
+    public enum Waking: Sendable {
+        /// Every waiter: right when waiters wait for different things.
+        case all
+        /// One waiter: enough when every waiter waits for the same thing and one can take it
+        /// (an idle worker for a queued job), and no herd of threads wakes to find nothing.
+        case one
+        /// Nobody: the change can make no waiter ready.
+        case none
+    }
+
+    /// Runs `body` under the lock and wakes waiters afterwards (every waiter by default).
+    public func update<R, E: Error>(waking: Waking = .all, _ body: (inout State) throws(E) -> R) throws(E) -> R {
         pthread_mutex_lock(mutex)
         defer {
-            pthread_cond_broadcast(condition)
+            switch waking {
+            case .all: pthread_cond_broadcast(condition)
+            case .one: pthread_cond_signal(condition)
+            case .none: break
+            }
             pthread_mutex_unlock(mutex)
         }
         return try body(&state)
