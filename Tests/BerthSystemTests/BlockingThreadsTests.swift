@@ -13,18 +13,16 @@ final class Counter: Sendable {
 
 @Suite("blocking threads")
 struct BlockingThreadsTests {
-    /// Jobs that each block for 100 ms, all submitted at once, finish together: every blocked
-    /// job has a thread of its own rather than waiting behind the others.
-    @Test func blockedJobsRunSideBySide() async throws {
-        let pool = BlockingThreads(maximumThreads: 64, idleTimeout: .seconds(1))
-        let start = ContinuousClock.now
+    /// Submits `count` jobs that each sleep `microseconds` to `pool`, all at once, and returns
+    /// once every one has finished, with the count of those that ran.
+    static func run(_ count: Int, jobsOf microseconds: UInt32, on pool: BlockingThreads) async -> Counter {
         let finished = Counter()
         await withTaskGroup(of: Void.self) { group in
-            for _ in 0..<32 {
+            for _ in 0..<count {
                 group.addTask {
                     await withCheckedContinuation { continuation in
                         pool.submit {
-                            usleep(100_000)
+                            usleep(microseconds)
                             finished.increment()
                             continuation.resume()
                         }
@@ -32,6 +30,15 @@ struct BlockingThreadsTests {
                 }
             }
         }
+        return finished
+    }
+
+    /// Jobs that each block for 100 ms, all submitted at once, finish together: every blocked
+    /// job has a thread of its own rather than waiting behind the others.
+    @Test func blockedJobsRunSideBySide() async throws {
+        let pool = BlockingThreads(maximumThreads: 64, idleTimeout: .seconds(1))
+        let start = ContinuousClock.now
+        let finished = await Self.run(32, jobsOf: 100_000, on: pool)
         #expect(finished.value == 32)
         #expect(ContinuousClock.now - start < .seconds(2), "32 jobs of 100 ms ran one after another")
     }
@@ -40,20 +47,7 @@ struct BlockingThreadsTests {
     /// submission per thread.
     @Test func jobsBeyondTheLimitWaitTheirTurn() async throws {
         let pool = BlockingThreads(maximumThreads: 2, idleTimeout: .milliseconds(50))
-        let finished = Counter()
-        await withTaskGroup(of: Void.self) { group in
-            for _ in 0..<20 {
-                group.addTask {
-                    await withCheckedContinuation { continuation in
-                        pool.submit {
-                            usleep(5_000)
-                            finished.increment()
-                            continuation.resume()
-                        }
-                    }
-                }
-            }
-        }
+        let finished = await Self.run(20, jobsOf: 5_000, on: pool)
         #expect(finished.value == 20)
         // Idle threads have left; a new job still runs.
         usleep(200_000)
