@@ -13,6 +13,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import Logging
+import NIOPosix
 import ServiceLifecycle
 
 /// berthd assembled: stores opened in dependency order, services wired to them, one gRPC
@@ -118,12 +119,17 @@ public final class Daemon: Sendable {
         await shims.recover()
         // On the way out shims keep running; their connections closing is no death.
         defer { shims.stop() }
+        // One event loop serves every connection and runs the calls' handlers too (see
+        // EventLoopTaskExecutor).
+        let loops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let transport = try makeUnixServerTransport(
             path: config.grpc.address,
             socketGroup: config.grpc.gid == 0 ? nil : config.grpc.gid,
-            maxMessageSize: config.grpc.maxRecvMessageSize)
+            maxMessageSize: config.grpc.maxRecvMessageSize,
+            eventLoopGroup: loops)
         let server = GRPCServer(transport: transport, services: services, interceptors: [NamespaceInterceptor()])
-        let serving = ServerService(server: server, transport: transport, events: events, address: config.grpc.address, logger: logger)
+        let serving = ServerService(server: server, transport: transport, executor: EventLoopTaskExecutor(loop: loops.next()),
+                                    events: events, address: config.grpc.address, logger: logger)
         let collection = PeriodicCollection(gc: gc, interval: config.gcInterval, logger: logger)
         var configuration = ServiceGroupConfiguration(
             services: [.init(service: serving), .init(service: collection, successTerminationBehavior: .gracefullyShutdownGroup,
@@ -135,6 +141,7 @@ public final class Daemon: Sendable {
         configuration.maximumCancellationDuration = .seconds(5)
         let group = ServiceGroup(configuration: configuration)
         try await group.run()
+        try? await loops.shutdownGracefully()
         try? FileSystem.remove(config.grpc.address)
         try? metadata.close()
         logger.info("berthd stopped")
@@ -151,6 +158,7 @@ private final class GCBox: @unchecked Sendable {
 struct ServerService: Service {
     let server: GRPCServer<HTTP2ServerTransport.Custom<UnixSocketListener>>
     let transport: HTTP2ServerTransport.Custom<UnixSocketListener>
+    let executor: EventLoopTaskExecutor
     let events: EventBus
     let address: String
     let logger: Logger
@@ -158,7 +166,7 @@ struct ServerService: Service {
     func run() async throws {
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
-                group.addTask { try await server.serve() }
+                group.addTask { try await withTaskExecutorPreference(executor) { try await server.serve() } }
                 _ = try await transport.listeningAddress
                 logger.info("serving containerd API", metadata: ["address": "\(address)"])
             }

@@ -91,28 +91,28 @@ public final class GarbageCollector: Sendable {
                 // snapshot's children are unkept too, so no kept row loses its parent.
                 // A row left not ready by a Prepare that is no longer running (a cancelled call
                 // whose clean-up failed) is garbage too.
-                for row in try Row.fetchAll(db, sql: "SELECT id, namespace, snapshotter, key FROM snapshots") {
+                for row in try Row.fetchAll(db.cachedStatement(sql: "SELECT id, namespace, snapshotter, key FROM snapshots")) {
                     let key = SnapshotKey(namespace: row["namespace"], snapshotter: row["snapshotter"], key: row["key"])
                     guard !marked.snapshots.contains(key), !preparing.contains(row["id"]) else { continue }
-                    try db.execute(sql: "DELETE FROM snapshots WHERE id = ?", arguments: [row["id"] as Int64])
+                    try db.cachedStatement(sql: "DELETE FROM snapshots WHERE id = ?").execute(arguments: [row["id"] as Int64])
                     result.snapshotsRemoved += 1
                 }
                 doomedSnapshots = try MetadataStore.orphanedStorage(db, snapshotters).map(MetadataStore.SendableStorage.init)
                 // Sweep content rows namespace by namespace.
-                for row in try Row.fetchAll(db, sql: "SELECT namespace, digest FROM content") {
+                for row in try Row.fetchAll(db.cachedStatement(sql: "SELECT namespace, digest FROM content")) {
                     let key = ContentKey(namespace: row["namespace"], digest: row["digest"])
                     if !marked.content.contains(key) {
-                        try db.execute(sql: "DELETE FROM content WHERE namespace = ? AND digest = ?", arguments: [key.namespace, key.digest])
+                        try db.cachedStatement(sql: "DELETE FROM content WHERE namespace = ? AND digest = ?").execute(arguments: [key.namespace, key.digest])
                         result.contentRowsRemoved += 1
                     }
                 }
                 // Then blobs no namespace names any more.
-                let named = Set(try String.fetchAll(db, sql: "SELECT DISTINCT digest FROM content"))
+                let named = Set(try String.fetchAll(db.cachedStatement(sql: "SELECT DISTINCT digest FROM content")))
                 doomedBlobs = blobs.allBlobs().filter { !named.contains($0.description) }
                 try Self.expireIngests(db, blobs: blobs)
                 // Ingest directories without a record: expired above, or left by a crash before
                 // their record was written.
-                let keys = Set(try String.fetchAll(db, sql: "SELECT key FROM ingests"))
+                let keys = Set(try String.fetchAll(db.cachedStatement(sql: "SELECT key FROM ingests")))
                 doomedIngests = blobs.ingestKeys().filter { !keys.contains($0) }
                 return .commit
             }
@@ -153,25 +153,25 @@ public final class GarbageCollector: Sendable {
     /// ``ingestExpiry``. Their directories go once the transaction has committed.
     static func expireIngests(_ db: Database, blobs: BlobStore) throws {
         var leased = Set<String>()
-        for row in try Row.fetchAll(db, sql: "SELECT namespace, id FROM lease_resources WHERE type = 'ingests'") {
+        for row in try Row.fetchAll(db.cachedStatement(sql: "SELECT namespace, id FROM lease_resources WHERE type = 'ingests'")) {
             leased.insert("\(row["namespace"] as String)/\(row["id"] as String)")
         }
         let now = Timestamp.now.seconds
-        for row in try Row.fetchAll(db, sql: "SELECT namespace, ref, key, created_at FROM ingests") {
+        for row in try Row.fetchAll(db.cachedStatement(sql: "SELECT namespace, ref, key, created_at FROM ingests")) {
             let (namespace, ref, key): (String, String, String) = (row["namespace"], row["ref"], row["key"])
             guard !blobs.isLocked(key), !leased.contains("\(namespace)/\(ref)") else { continue }
             let lastWrite = blobs.ingestStatus(key: key)?.updatedAt.seconds ?? Codec.time(row, "created_at").seconds
             guard now - lastWrite > ingestExpiry else { continue }
-            try db.execute(sql: "DELETE FROM ingests WHERE namespace = ? AND ref = ?", arguments: [namespace, ref])
+            try db.cachedStatement(sql: "DELETE FROM ingests WHERE namespace = ? AND ref = ?").execute(arguments: [namespace, ref])
         }
     }
 
     static func deleteExpiredLeases(_ db: Database) throws -> Int {
         var expired = 0
         let now = Timestamp.now
-        for row in try Row.fetchAll(db, sql: "SELECT namespace, id, labels FROM leases") {
+        for row in try Row.fetchAll(db.cachedStatement(sql: "SELECT namespace, id, labels FROM leases")) {
             guard let text = Codec.labels(row["labels"])[Labels.gcExpire], let expiry = Timestamp(rfc3339: text), expiry < now else { continue }
-            try db.execute(sql: "DELETE FROM leases WHERE namespace = ? AND id = ?", arguments: [row["namespace"] as String, row["id"] as String])
+            try db.cachedStatement(sql: "DELETE FROM leases WHERE namespace = ? AND id = ?").execute(arguments: [row["namespace"] as String, row["id"] as String])
             expired += 1
         }
         return expired
@@ -211,28 +211,28 @@ public final class GarbageCollector: Sendable {
 
     static func mark(_ db: Database, blobs: BlobStore, preparing: Set<Int64>) throws -> Marked {
         var contentLabels: [ContentKey: [String: String]] = [:]
-        for row in try Row.fetchAll(db, sql: "SELECT namespace, digest, labels FROM content") {
+        for row in try Row.fetchAll(db.cachedStatement(sql: "SELECT namespace, digest, labels FROM content")) {
             contentLabels[ContentKey(namespace: row["namespace"], digest: row["digest"])] = Codec.labels(row["labels"])
         }
         struct SnapshotEdges { var parent: String?; var labels: [String: String] }
         var snapshotEdges: [SnapshotKey: SnapshotEdges] = [:]
         var queue: [(Node, String?)] = []
-        for row in try Row.fetchAll(db, sql: """
+        for row in try Row.fetchAll(db.cachedStatement(sql: """
             SELECT s.id, s.namespace, s.snapshotter, s.key, s.labels, p.key AS parent_key
             FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id
-            """) {
+            """)) {
             let key = SnapshotKey(namespace: row["namespace"], snapshotter: row["snapshotter"], key: row["key"])
             let labels = Codec.labels(row["labels"])
             snapshotEdges[key] = SnapshotEdges(parent: row["parent_key"], labels: labels)
             // A snapshot still being prepared is in use by its Prepare; gc.root keeps any other.
             if preparing.contains(row["id"]) || labels[Labels.gcRoot] != nil { queue.append((.snapshot(key), nil)) }
         }
-        for row in try Row.fetchAll(db, sql: "SELECT namespace, digest, media_type, labels FROM images") {
+        for row in try Row.fetchAll(db.cachedStatement(sql: "SELECT namespace, digest, media_type, labels FROM images")) {
             queue.append((.content(ContentKey(namespace: row["namespace"], digest: row["digest"])), row["media_type"]))
             // An image holds what its own gc.ref labels name, too.
             queue += references(in: Codec.labels(row["labels"]), namespace: row["namespace"]).map { ($0, nil) }
         }
-        for row in try Row.fetchAll(db, sql: "SELECT namespace, type, id FROM lease_resources") {
+        for row in try Row.fetchAll(db.cachedStatement(sql: "SELECT namespace, type, id FROM lease_resources")) {
             let type: String = row["type"]
             if type == "content" {
                 queue.append((.content(ContentKey(namespace: row["namespace"], digest: row["id"])), nil))
@@ -240,7 +240,7 @@ public final class GarbageCollector: Sendable {
                 queue.append((.snapshot(SnapshotKey(namespace: row["namespace"], snapshotter: String(type.dropFirst(10)), key: row["id"])), nil))
             }
         }
-        for row in try Row.fetchAll(db, sql: "SELECT namespace, labels, snapshotter, snapshot_key FROM containers") {
+        for row in try Row.fetchAll(db.cachedStatement(sql: "SELECT namespace, labels, snapshotter, snapshot_key FROM containers")) {
             queue += references(in: Codec.labels(row["labels"]), namespace: row["namespace"]).map { ($0, nil) }
             let (snapshotter, key): (String, String) = (row["snapshotter"], row["snapshot_key"])
             if !snapshotter.isEmpty, !key.isEmpty {

@@ -33,7 +33,7 @@ extension MetadataStore {
 
     /// The container's row; `notFound` if the namespace has no such container.
     static func containerRow(_ db: Database, _ namespace: Namespace, id: String) throws -> Row {
-        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM containers WHERE namespace = ? AND id = ?",
+        guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM containers WHERE namespace = ? AND id = ?"),
                                          arguments: [namespace.name, id]) else {
             throw BerthError.notFound("container \(quoted(id)): not found")
         }
@@ -48,7 +48,7 @@ extension MetadataStore {
 
     public func containers(_ namespace: Namespace, filter: Filter) async throws(BerthError) -> [Container] {
         try await read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM containers WHERE namespace = ? ORDER BY id", arguments: [namespace.name])
+            try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM containers WHERE namespace = ? ORDER BY id"), arguments: [namespace.name])
                 .map(Self.container(from:)).filter(filter.matches)
         }
     }
@@ -57,7 +57,7 @@ extension MetadataStore {
         try Self.validate(container)
         return try await write { db in
             try Self.ensureNamespace(db, namespace)
-            if try Bool.fetchOne(db, sql: "SELECT 1 FROM containers WHERE namespace = ? AND id = ?",
+            if try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM containers WHERE namespace = ? AND id = ?"),
                                  arguments: [namespace.name, container.id]) == true {
                 throw BerthError.alreadyExists("container \(quoted(container.id)): already exists")
             }
@@ -109,18 +109,18 @@ extension MetadataStore {
 
     public func deleteContainer(_ namespace: Namespace, id: String) async throws(BerthError) {
         try await write { db in
-            try db.execute(sql: "DELETE FROM containers WHERE namespace = ? AND id = ?", arguments: [namespace.name, id])
+            try db.cachedStatement(sql: "DELETE FROM containers WHERE namespace = ? AND id = ?").execute(arguments: [namespace.name, id])
             if db.changesCount == 0 { throw BerthError.notFound("container \(quoted(id)): not found") }
         }
         onDeletion()
     }
 
     static func put(_ db: Database, _ namespace: Namespace, _ c: Container) throws {
-        try db.execute(sql: """
+        try db.cachedStatement(sql: """
             INSERT OR REPLACE INTO containers (namespace, id, labels, image, runtime_name, runtime_options_type,
                 runtime_options, spec_type, spec, snapshotter, snapshot_key, sandbox, extensions, created_at, updated_at)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """, arguments: [namespace.name, c.id, Codec.encode(c.labels), c.image, c.runtimeName,
+            """).execute(arguments: [namespace.name, c.id, Codec.encode(c.labels), c.image, c.runtimeName,
                              c.runtimeOptions?.typeURL, c.runtimeOptions.map { Data($0.value) },
                              c.spec?.typeURL, c.spec.map { Data($0.value) }, c.snapshotter, c.snapshotKey,
                              c.sandbox, Codec.encode(c.extensions),

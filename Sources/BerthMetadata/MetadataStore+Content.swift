@@ -13,7 +13,7 @@ extension MetadataStore {
 
     /// The blob's row in a namespace; `notFound` if the namespace does not see it.
     static func contentRow(_ db: Database, _ namespace: Namespace, digest: Digest) throws -> Row {
-        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM content WHERE namespace = ? AND digest = ?",
+        guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM content WHERE namespace = ? AND digest = ?"),
                                          arguments: [namespace.name, digest.description]) else {
             throw BerthError.notFound("content digest \(digest): not found")
         }
@@ -42,7 +42,7 @@ extension MetadataStore {
 
     public func contents(_ namespace: Namespace, filter: Filter) async throws(BerthError) -> [ContentInfo] {
         try await read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM content WHERE namespace = ? ORDER BY digest", arguments: [namespace.name])
+            try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM content WHERE namespace = ? ORDER BY digest"), arguments: [namespace.name])
                 .map(Self.contentInfo(from:)).filter(filter.matches)
         }
     }
@@ -53,7 +53,7 @@ extension MetadataStore {
             var info = try Self.contentInfo(from: Self.contentRow(db, namespace, digest: digest))
             try updateLabels(&info.labels, with: updated, paths: paths, object: "content \(digest)")
             info.updatedAt = .now
-            try db.execute(sql: "UPDATE content SET labels = ?, updated_at = ? WHERE namespace = ? AND digest = ?",
+            try db.cachedStatement(sql: "UPDATE content SET labels = ?, updated_at = ? WHERE namespace = ? AND digest = ?").execute(
                            arguments: [Codec.encode(info.labels), info.updatedAt.nanosecondsSinceEpoch, namespace.name, digest.description])
             return info
         }
@@ -63,7 +63,7 @@ extension MetadataStore {
     /// names them.
     public func deleteContent(_ namespace: Namespace, digest: Digest) async throws(BerthError) {
         try await write { db in
-            try db.execute(sql: "DELETE FROM content WHERE namespace = ? AND digest = ?", arguments: [namespace.name, digest.description])
+            try db.cachedStatement(sql: "DELETE FROM content WHERE namespace = ? AND digest = ?").execute(arguments: [namespace.name, digest.description])
             if db.changesCount == 0 { throw BerthError.notFound("content digest \(digest): not found") }
         }
         onDeletion()
@@ -87,10 +87,10 @@ extension MetadataStore {
         try await write { db in
             try Self.ensureNamespace(db, namespace)
             // A resumed ingest keeps its record; a newly declared expected digest replaces the old.
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 INSERT INTO ingests (namespace, ref, key, expected, created_at) VALUES (?, ?, ?, ?, ?)
                 ON CONFLICT(namespace, ref) DO UPDATE SET expected = COALESCE(excluded.expected, ingests.expected)
-                """, arguments: [namespace.name, ref, key, expected?.description, Timestamp.now.nanosecondsSinceEpoch])
+                """).execute(arguments: [namespace.name, ref, key, expected?.description, Timestamp.now.nanosecondsSinceEpoch])
             if let lease {
                 try Self.addLeaseResource(db, namespace, lease: lease, LeaseResource(id: ref, type: "ingests"))
             }
@@ -122,7 +122,7 @@ extension MetadataStore {
         // the blob between this check and the row that makes it visible. The error is thrown
         // after the transaction commits: throwing inside would roll the shared row back.
         let present = try await write { db -> Bool in
-            if try Bool.fetchOne(db, sql: "SELECT 1 FROM content WHERE namespace = ? AND digest = ?",
+            if try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM content WHERE namespace = ? AND digest = ?"),
                                  arguments: [namespace.name, digest.description]) == true {
                 if let lease {
                     try Self.addLeaseResource(db, namespace, lease: lease, LeaseResource(id: digest.description, type: "content"))
@@ -140,7 +140,7 @@ extension MetadataStore {
     static func insertContent(_ db: Database, _ namespace: Namespace, digest: Digest, size: Int64,
                               labels: [String: String], lease: String?) throws {
         let now = Timestamp.now.nanosecondsSinceEpoch
-        try db.execute(sql: "INSERT INTO content (namespace, digest, size, labels, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+        try db.cachedStatement(sql: "INSERT INTO content (namespace, digest, size, labels, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)").execute(
                        arguments: [namespace.name, digest.description, size, Codec.encode(labels), now, now])
         if let lease {
             try addLeaseResource(db, namespace, lease: lease, LeaseResource(id: digest.description, type: "content"))
@@ -152,12 +152,12 @@ extension MetadataStore {
         try Labels.validate(labels)
         let blobs = self.blobs
         let existed = try await write { db -> Bool in
-            try db.execute(sql: "DELETE FROM ingests WHERE namespace = ? AND ref = ?", arguments: [namespace.name, ref])
+            try db.cachedStatement(sql: "DELETE FROM ingests WHERE namespace = ? AND ref = ?").execute(arguments: [namespace.name, ref])
             if let lease {
-                try db.execute(sql: "DELETE FROM lease_resources WHERE namespace = ? AND lease = ? AND type = 'ingests' AND id = ?",
+                try db.cachedStatement(sql: "DELETE FROM lease_resources WHERE namespace = ? AND lease = ? AND type = 'ingests' AND id = ?").execute(
                                arguments: [namespace.name, lease, ref])
             }
-            if try Bool.fetchOne(db, sql: "SELECT 1 FROM content WHERE namespace = ? AND digest = ?",
+            if try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM content WHERE namespace = ? AND digest = ?"),
                                  arguments: [namespace.name, verified.digest.description]) == true {
                 try? blobs.discardIngest(key: verified.key)
                 // Still held by this writer's lease, so a pull protects every blob it touched.
@@ -208,9 +208,9 @@ extension MetadataStore {
         try await write { db in
             let hadData = blobs.ingestStatus(key: key) != nil
             try blobs.discardIdleIngest(key: key, ref: ref)  // `unavailable` while written; nothing changed yet
-            try db.execute(sql: "DELETE FROM ingests WHERE namespace = ? AND ref = ?", arguments: [namespace.name, ref])
+            try db.cachedStatement(sql: "DELETE FROM ingests WHERE namespace = ? AND ref = ?").execute(arguments: [namespace.name, ref])
             let hadRow = db.changesCount > 0
-            try db.execute(sql: "DELETE FROM lease_resources WHERE namespace = ? AND type = 'ingests' AND id = ?", arguments: [namespace.name, ref])
+            try db.cachedStatement(sql: "DELETE FROM lease_resources WHERE namespace = ? AND type = 'ingests' AND id = ?").execute(arguments: [namespace.name, ref])
             if !hadRow && !hadData { throw BerthError.notFound("ingest ref \(quoted(ref)): not found") }
         }
     }

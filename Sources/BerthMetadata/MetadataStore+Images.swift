@@ -25,7 +25,7 @@ extension MetadataStore {
 
     /// The image's row; `notFound` if the namespace has no such image.
     static func imageRow(_ db: Database, _ namespace: Namespace, name: String) throws -> Row {
-        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM images WHERE namespace = ? AND name = ?",
+        guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM images WHERE namespace = ? AND name = ?"),
                                          arguments: [namespace.name, name]) else {
             throw BerthError.notFound("image \(quoted(name)): not found")
         }
@@ -40,7 +40,7 @@ extension MetadataStore {
 
     public func images(_ namespace: Namespace, filter: Filter) async throws(BerthError) -> [Image] {
         try await read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM images WHERE namespace = ? ORDER BY name", arguments: [namespace.name])
+            try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM images WHERE namespace = ? ORDER BY name"), arguments: [namespace.name])
                 .map(Self.image(from:)).filter(filter.matches)
         }
     }
@@ -49,7 +49,7 @@ extension MetadataStore {
         try Self.validate(image)
         return try await write { db in
             try Self.ensureNamespace(db, namespace)
-            if try Bool.fetchOne(db, sql: "SELECT 1 FROM images WHERE namespace = ? AND name = ?",
+            if try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM images WHERE namespace = ? AND name = ?"),
                                  arguments: [namespace.name, image.name]) == true {
                 throw BerthError.alreadyExists("image \(quoted(image.name)): already exists")
             }
@@ -89,17 +89,17 @@ extension MetadataStore {
 
     public func deleteImage(_ namespace: Namespace, name: String) async throws(BerthError) {
         try await write { db in
-            try db.execute(sql: "DELETE FROM images WHERE namespace = ? AND name = ?", arguments: [namespace.name, name])
+            try db.cachedStatement(sql: "DELETE FROM images WHERE namespace = ? AND name = ?").execute(arguments: [namespace.name, name])
             if db.changesCount == 0 { throw BerthError.notFound("image \(quoted(name)): not found") }
         }
         onDeletion()
     }
 
     static func put(_ db: Database, _ namespace: Namespace, _ image: Image) throws {
-        try db.execute(sql: """
+        try db.cachedStatement(sql: """
             INSERT OR REPLACE INTO images (namespace, name, labels, media_type, digest, size, annotations, created_at, updated_at)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """, arguments: [namespace.name, image.name, Codec.encode(image.labels), image.target.mediaType,
+            """).execute(arguments: [namespace.name, image.name, Codec.encode(image.labels), image.target.mediaType,
                              image.target.digest.description, image.target.size, Codec.encode(image.target.annotations),
                              image.createdAt.nanosecondsSinceEpoch, image.updatedAt.nanosecondsSinceEpoch])
     }

@@ -9,11 +9,11 @@ extension MetadataStore {
         try Labels.validate(labels)
         return try await write { db in
             try Self.ensureNamespace(db, namespace)
-            if try Bool.fetchOne(db, sql: "SELECT 1 FROM leases WHERE namespace = ? AND id = ?", arguments: [namespace.name, id]) == true {
+            if try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM leases WHERE namespace = ? AND id = ?"), arguments: [namespace.name, id]) == true {
                 throw BerthError.alreadyExists("lease \(quoted(id)): already exists")
             }
             let lease = Lease(id: id, labels: labels, createdAt: .now)
-            try db.execute(sql: "INSERT INTO leases (namespace, id, labels, created_at) VALUES (?, ?, ?, ?)",
+            try db.cachedStatement(sql: "INSERT INTO leases (namespace, id, labels, created_at) VALUES (?, ?, ?, ?)").execute(
                            arguments: [namespace.name, id, Codec.encode(labels), lease.createdAt.nanosecondsSinceEpoch])
             return lease
         }
@@ -37,7 +37,7 @@ extension MetadataStore {
 
     public func leases(_ namespace: Namespace, filter: Filter) async throws(BerthError) -> [Lease] {
         try await read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM leases WHERE namespace = ? ORDER BY created_at, id", arguments: [namespace.name])
+            try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM leases WHERE namespace = ? ORDER BY created_at, id"), arguments: [namespace.name])
                 .map { Lease(id: $0["id"], labels: Codec.labels($0["labels"]), createdAt: Codec.time($0, "created_at")) }
                 .filter(filter.matches)
         }
@@ -45,7 +45,7 @@ extension MetadataStore {
 
     public func deleteLease(_ namespace: Namespace, id: String) async throws(BerthError) {
         try await write { db in
-            try db.execute(sql: "DELETE FROM leases WHERE namespace = ? AND id = ?", arguments: [namespace.name, id])
+            try db.cachedStatement(sql: "DELETE FROM leases WHERE namespace = ? AND id = ?").execute(arguments: [namespace.name, id])
             if db.changesCount == 0 { throw BerthError.notFound("lease \(quoted(id)): not found") }
         }
         onDeletion()
@@ -82,14 +82,14 @@ extension MetadataStore {
 
     /// Throws `notFound` unless the namespace has the lease.
     static func requireLease(_ db: Database, _ namespace: Namespace, _ lease: String) throws {
-        guard try Bool.fetchOne(db, sql: "SELECT 1 FROM leases WHERE namespace = ? AND id = ?", arguments: [namespace.name, lease]) == true else {
+        guard try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM leases WHERE namespace = ? AND id = ?"), arguments: [namespace.name, lease]) == true else {
             throw BerthError.notFound("lease \(quoted(lease)): not found")
         }
     }
 
     static func addLeaseResource(_ db: Database, _ namespace: Namespace, lease: String, _ resource: LeaseResource) throws {
         try Self.requireLease(db, namespace, lease)
-        try db.execute(sql: "INSERT OR IGNORE INTO lease_resources (namespace, lease, type, id) VALUES (?, ?, ?, ?)",
+        try db.cachedStatement(sql: "INSERT OR IGNORE INTO lease_resources (namespace, lease, type, id) VALUES (?, ?, ?, ?)").execute(
                        arguments: [namespace.name, lease, resource.type, resource.id])
     }
 
@@ -97,7 +97,7 @@ extension MetadataStore {
         try Self.validate(resource)
         try await write { db in
             try Self.requireLease(db, namespace, lease)
-            try db.execute(sql: "DELETE FROM lease_resources WHERE namespace = ? AND lease = ? AND type = ? AND id = ?",
+            try db.cachedStatement(sql: "DELETE FROM lease_resources WHERE namespace = ? AND lease = ? AND type = ? AND id = ?").execute(
                            arguments: [namespace.name, lease, resource.type, resource.id])
         }
         onDeletion()
@@ -106,7 +106,7 @@ extension MetadataStore {
     public func leaseResources(_ namespace: Namespace, lease: String) async throws(BerthError) -> [LeaseResource] {
         try await read { db in
             try Self.requireLease(db, namespace, lease)
-            return try Row.fetchAll(db, sql: "SELECT type, id FROM lease_resources WHERE namespace = ? AND lease = ? ORDER BY type, id",
+            return try Row.fetchAll(db.cachedStatement(sql: "SELECT type, id FROM lease_resources WHERE namespace = ? AND lease = ? ORDER BY type, id"),
                                     arguments: [namespace.name, lease])
                 .map { LeaseResource(id: $0["id"], type: $0["type"]) }
         }

@@ -6,11 +6,11 @@ extension MetadataStore {
     public func createNamespace(_ namespace: Namespace, labels: [String: String]) async throws(BerthError) -> NamespaceInfo {
         try Labels.validate(labels)
         return try await write { db in
-            if try Bool.fetchOne(db, sql: "SELECT 1 FROM namespaces WHERE name = ?", arguments: [namespace.name]) == true {
+            if try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM namespaces WHERE name = ?"), arguments: [namespace.name]) == true {
                 throw BerthError.alreadyExists("namespace \(namespace): already exists")
             }
             let now = Timestamp.now.nanosecondsSinceEpoch
-            try db.execute(sql: "INSERT INTO namespaces (name, labels, created_at, updated_at) VALUES (?, ?, ?, ?)",
+            try db.cachedStatement(sql: "INSERT INTO namespaces (name, labels, created_at, updated_at) VALUES (?, ?, ?, ?)").execute(
                            arguments: [namespace.name, Codec.encode(labels), now, now])
             return NamespaceInfo(name: namespace.name, labels: labels)
         }
@@ -18,7 +18,7 @@ extension MetadataStore {
 
     public func namespace(_ namespace: Namespace) async throws(BerthError) -> NamespaceInfo {
         try await read { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT labels FROM namespaces WHERE name = ?", arguments: [namespace.name]) else {
+            guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT labels FROM namespaces WHERE name = ?"), arguments: [namespace.name]) else {
                 throw BerthError.notFound("namespace \(namespace): not found")
             }
             return NamespaceInfo(name: namespace.name, labels: Codec.labels(row["labels"]))
@@ -27,7 +27,7 @@ extension MetadataStore {
 
     public func namespaces() async throws(BerthError) -> [NamespaceInfo] {
         try await read { db in
-            try Row.fetchAll(db, sql: "SELECT name, labels FROM namespaces ORDER BY name").map {
+            try Row.fetchAll(db.cachedStatement(sql: "SELECT name, labels FROM namespaces ORDER BY name")).map {
                 NamespaceInfo(name: $0["name"], labels: Codec.labels($0["labels"]))
             }
         }
@@ -42,14 +42,14 @@ extension MetadataStore {
         }
         return try await write { db in
             try Self.ensureNamespace(db, namespace)
-            var labels = Codec.labels(try String.fetchOne(db, sql: "SELECT labels FROM namespaces WHERE name = ?", arguments: [namespace.name]))
+            var labels = Codec.labels(try String.fetchOne(db.cachedStatement(sql: "SELECT labels FROM namespaces WHERE name = ?"), arguments: [namespace.name]))
             if paths.isEmpty {
                 labels = updated
             } else {
                 for path in paths { _ = applyMapPath(path, prefix: "labels", from: updated, to: &labels) }
             }
             try Labels.validate(labels)
-            try db.execute(sql: "UPDATE namespaces SET labels = ?, updated_at = ? WHERE name = ?",
+            try db.cachedStatement(sql: "UPDATE namespaces SET labels = ?, updated_at = ? WHERE name = ?").execute(
                            arguments: [Codec.encode(labels), Timestamp.now.nanosecondsSinceEpoch, namespace.name])
             return NamespaceInfo(name: namespace.name, labels: labels)
         }
@@ -60,7 +60,7 @@ extension MetadataStore {
     public func deleteNamespace(_ namespace: Namespace) async throws(BerthError) {
         let blobs = self.blobs
         try await write { db in
-            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM namespaces WHERE name = ?", arguments: [namespace.name]) == true else {
+            guard try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM namespaces WHERE name = ?"), arguments: [namespace.name]) == true else {
                 throw BerthError.notFound("namespace \(namespace): not found")
             }
             var holds: [String] = []
@@ -72,11 +72,11 @@ extension MetadataStore {
             if !holds.isEmpty {
                 throw BerthError.failedPrecondition("namespace \(quoted(namespace.name)) must be empty, but it still has \(holds.joined(separator: ", "))")
             }
-            let keys = try String.fetchAll(db, sql: "SELECT key FROM ingests WHERE namespace = ?", arguments: [namespace.name])
-            try db.execute(sql: "DELETE FROM ingests WHERE namespace = ?", arguments: [namespace.name])
-            try db.execute(sql: "DELETE FROM lease_resources WHERE namespace = ?", arguments: [namespace.name])
-            try db.execute(sql: "DELETE FROM leases WHERE namespace = ?", arguments: [namespace.name])
-            try db.execute(sql: "DELETE FROM namespaces WHERE name = ?", arguments: [namespace.name])
+            let keys = try String.fetchAll(db.cachedStatement(sql: "SELECT key FROM ingests WHERE namespace = ?"), arguments: [namespace.name])
+            try db.cachedStatement(sql: "DELETE FROM ingests WHERE namespace = ?").execute(arguments: [namespace.name])
+            try db.cachedStatement(sql: "DELETE FROM lease_resources WHERE namespace = ?").execute(arguments: [namespace.name])
+            try db.cachedStatement(sql: "DELETE FROM leases WHERE namespace = ?").execute(arguments: [namespace.name])
+            try db.cachedStatement(sql: "DELETE FROM namespaces WHERE name = ?").execute(arguments: [namespace.name])
             for key in keys { try? blobs.discardIdleIngest(key: key, ref: key) }
         }
     }

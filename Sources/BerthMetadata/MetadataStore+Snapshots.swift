@@ -40,10 +40,10 @@ extension MetadataStore {
     }
 
     static func findSnapshot(_ db: Database, _ namespace: Namespace, snapshotter: String, key: String) throws -> SnapshotRow? {
-        guard let row = try Row.fetchOne(db, sql: """
+        guard let row = try Row.fetchOne(db.cachedStatement(sql: """
             SELECT s.*, p.key AS parent_key FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id
             WHERE s.snapshotter = ? AND s.namespace = ? AND s.key = ? AND s.ready = 1
-            """, arguments: [snapshotter, namespace.name, key]) else { return nil }
+            """), arguments: [snapshotter, namespace.name, key]) else { return nil }
         return snapshotRow(row, parent: row["parent_key"] ?? "")
     }
 
@@ -57,14 +57,14 @@ extension MetadataStore {
     /// The ids of `id`'s ancestors, nearest first.
     static func ancestorIDs(_ db: Database, of parentID: Int64?) throws -> [Int64] {
         guard let parentID else { return [] }
-        return try Int64.fetchAll(db, sql: """
+        return try Int64.fetchAll(db.cachedStatement(sql: """
             WITH RECURSIVE chain(id, parent_id, depth) AS (
                 SELECT id, parent_id, 0 FROM snapshots WHERE id = ?
                 UNION ALL
                 SELECT s.id, s.parent_id, chain.depth + 1 FROM snapshots s JOIN chain ON s.id = chain.parent_id
             )
             SELECT id FROM chain ORDER BY depth
-            """, arguments: [parentID])
+            """), arguments: [parentID])
     }
 
     static func validateSnapshotKey(_ key: String, _ what: String = "key") throws(BerthError) {
@@ -92,11 +92,11 @@ extension MetadataStore {
             // An unpacker names the committed snapshot it means to make (`containerd.io/snapshot.ref`);
             // if that exists already, another pull made it, and the layer need not be applied again.
             if let target = labels[Self.snapshotRefLabel], !target.isEmpty,
-               try Bool.fetchOne(db, sql: "SELECT 1 FROM snapshots WHERE snapshotter = ? AND namespace = ? AND key = ?",
+               try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM snapshots WHERE snapshotter = ? AND namespace = ? AND key = ?"),
                                  arguments: [name, namespace.name, target]) == true {
                 throw BerthError.alreadyExists("target snapshot \(quoted(target)): already exists")
             }
-            if try Bool.fetchOne(db, sql: "SELECT 1 FROM snapshots WHERE snapshotter = ? AND namespace = ? AND key = ?",
+            if try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM snapshots WHERE snapshotter = ? AND namespace = ? AND key = ?"),
                                  arguments: [name, namespace.name, key]) == true {
                 throw BerthError.alreadyExists("snapshot \(quoted(key)): already exists")
             }
@@ -113,10 +113,10 @@ extension MetadataStore {
             if let lease {
                 try Self.addLeaseResource(db, namespace, lease: lease, LeaseResource(id: key, type: "snapshots/\(name)"))
             }
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 INSERT INTO snapshots (snapshotter, namespace, key, parent_id, kind, labels, ready, created_at, updated_at)
                 VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)
-                """, arguments: [name, namespace.name, key, parentID, kind.rawValue, Codec.encode(labels), now, now])
+                """).execute(arguments: [name, namespace.name, key, parentID, kind.rawValue, Codec.encode(labels), now, now])
             let id = db.lastInsertedRowID
             // Before the commit, under the writer: collection never sees this row unclaimed.
             self.preparingSnapshots.withLock { _ = $0.insert(id) }
@@ -125,7 +125,7 @@ extension MetadataStore {
         do {
             try await runBlocking { () throws(BerthError) in try snapshotter.create(id: id, parents: parents, kind: kind) }
             try await write { db in
-                try db.execute(sql: "UPDATE snapshots SET ready = 1 WHERE id = ?", arguments: [id])
+                try db.cachedStatement(sql: "UPDATE snapshots SET ready = 1 WHERE id = ?").execute(arguments: [id])
                 self.preparingSnapshots.withLock { _ = $0.remove(id) }
             }
         } catch {
@@ -133,8 +133,8 @@ extension MetadataStore {
             // still roll back, and an async write would give up at once when cancelled.
             try? await runBlocking { () throws(BerthError) in
                 try? self.writeNow { db in
-                    try db.execute(sql: "DELETE FROM snapshots WHERE id = ?", arguments: [id])
-                    try db.execute(sql: "DELETE FROM lease_resources WHERE namespace = ? AND type = ? AND id = ?",
+                    try db.cachedStatement(sql: "DELETE FROM snapshots WHERE id = ?").execute(arguments: [id])
+                    try db.cachedStatement(sql: "DELETE FROM lease_resources WHERE namespace = ? AND type = ? AND id = ?").execute(
                                    arguments: [namespace.name, "snapshots/\(name)", key])
                     self.preparingSnapshots.withLock { _ = $0.remove(id) }
                 }
@@ -178,17 +178,17 @@ extension MetadataStore {
                   current.info.kind == .active else {
                 throw BerthError.notFound("snapshot \(quoted(key)) in snapshotter \(name): not found")
             }
-            if try Bool.fetchOne(db, sql: "SELECT 1 FROM snapshots WHERE snapshotter = ? AND namespace = ? AND key = ?",
+            if try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM snapshots WHERE snapshotter = ? AND namespace = ? AND key = ?"),
                                  arguments: [name, namespace.name, committedName]) == true {
                 throw BerthError.alreadyExists("snapshot \(quoted(committedName)): already exists")
             }
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 UPDATE snapshots SET key = ?, kind = 'committed', labels = ?, size = ?, inodes = ?, created_at = ?, updated_at = ?
                 WHERE id = ?
-                """, arguments: [committedName, Codec.encode(labels), usage.size, usage.inodes, now, now, row.id])
+                """).execute(arguments: [committedName, Codec.encode(labels), usage.size, usage.inodes, now, now, row.id])
             if let lease {
                 try Self.addLeaseResource(db, namespace, lease: lease, LeaseResource(id: committedName, type: "snapshots/\(name)"))
-                try db.execute(sql: "DELETE FROM lease_resources WHERE namespace = ? AND lease = ? AND type = ? AND id = ?",
+                try db.cachedStatement(sql: "DELETE FROM lease_resources WHERE namespace = ? AND lease = ? AND type = ? AND id = ?").execute(
                                arguments: [namespace.name, lease, "snapshots/\(name)", key])
             }
         }
@@ -200,12 +200,12 @@ extension MetadataStore {
         let snapshotter = try snapshotter(name)
         let id = try await write { db -> Int64 in
             let row = try Self.requireSnapshot(db, namespace, snapshotter: name, key: key)
-            if try Bool.fetchOne(db, sql: "SELECT 1 FROM snapshots WHERE parent_id = ? LIMIT 1", arguments: [row.id]) == true {
+            if try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM snapshots WHERE parent_id = ? LIMIT 1"), arguments: [row.id]) == true {
                 throw BerthError.failedPrecondition("snapshot \(quoted(key)): cannot remove a snapshot that has children")
             }
-            try db.execute(sql: "DELETE FROM snapshots WHERE id = ?", arguments: [row.id])
+            try db.cachedStatement(sql: "DELETE FROM snapshots WHERE id = ?").execute(arguments: [row.id])
             // A stale lease entry would keep a later snapshot with the same key.
-            try db.execute(sql: "DELETE FROM lease_resources WHERE namespace = ? AND type = ? AND id = ?",
+            try db.cachedStatement(sql: "DELETE FROM lease_resources WHERE namespace = ? AND type = ? AND id = ?").execute(
                            arguments: [namespace.name, "snapshots/\(name)", key])
             return row.id
         }
@@ -230,7 +230,7 @@ extension MetadataStore {
             var info = row.info
             try updateLabels(&info.labels, with: updated, paths: paths, object: "snapshot \(quoted(key))")
             info.updatedAt = .now
-            try db.execute(sql: "UPDATE snapshots SET labels = ?, updated_at = ? WHERE id = ?",
+            try db.cachedStatement(sql: "UPDATE snapshots SET labels = ?, updated_at = ? WHERE id = ?").execute(
                            arguments: [Codec.encode(info.labels), info.updatedAt.nanosecondsSinceEpoch, row.id])
             return info
         }
@@ -239,10 +239,10 @@ extension MetadataStore {
     public func snapshots(_ namespace: Namespace, snapshotter name: String, filter: Filter) async throws(BerthError) -> [SnapshotInfo] {
         _ = try snapshotter(name)
         return try await read { db in
-            try Row.fetchAll(db, sql: """
+            try Row.fetchAll(db.cachedStatement(sql: """
                 SELECT s.*, p.key AS parent_key FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id
                 WHERE s.snapshotter = ? AND s.namespace = ? AND s.ready = 1 ORDER BY s.key
-                """, arguments: [name, namespace.name])
+                """), arguments: [name, namespace.name])
                 .map { Self.snapshotRow($0, parent: $0["parent_key"] ?? "").info }
                 .filter(filter.matches)
         }
@@ -261,7 +261,7 @@ extension MetadataStore {
     /// Removes what a crash left: rows whose storage was never finished, and storage no row
     /// names. Call at start-up, before serving: a not-ready row is then never a running Prepare.
     public func recoverSnapshots() async throws(BerthError) {
-        try await write { db in try db.execute(sql: "DELETE FROM snapshots WHERE ready = 0") }
+        try await write { db in try db.cachedStatement(sql: "DELETE FROM snapshots WHERE ready = 0").execute() }
         try await removeOrphanedStorage(Array(snapshotters.values))
     }
 
@@ -308,7 +308,7 @@ extension MetadataStore {
     static func orphanedStorage(_ db: Database, _ snapshotters: [any Snapshotter]) throws -> [(any Snapshotter, Int64)] {
         var doomed: [(any Snapshotter, Int64)] = []
         for snapshotter in snapshotters {
-            let known = Set(try Int64.fetchAll(db, sql: "SELECT id FROM snapshots WHERE snapshotter = ?", arguments: [snapshotter.name]))
+            let known = Set(try Int64.fetchAll(db.cachedStatement(sql: "SELECT id FROM snapshots WHERE snapshotter = ?"), arguments: [snapshotter.name]))
             for id in (try? snapshotter.storedIDs()) ?? [] where !known.contains(id) {
                 doomed.append((snapshotter, id))
             }

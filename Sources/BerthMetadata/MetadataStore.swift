@@ -69,8 +69,18 @@ public final class MetadataStore: Sendable {
         do { return try pool.write(body) } catch { throw Self.convert(error) }
     }
 
+    /// A read, run on the calling thread.
+    ///
+    /// Reads take microseconds and a reader connection is held only while `body` runs, never
+    /// across a suspension, so waiting for one is short and cannot deadlock. GRDB's async `read`
+    /// would instead hop to the reader's dispatch queue and back, two thread switches for every
+    /// `Content/Info` or `Containers/Get`, which cost more than the read itself.
     func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(BerthError) -> T {
-        do { return try await pool.read(body) } catch { throw Self.convert(error) }
+        do { return try readNow(body) } catch { throw Self.convert(error) }
+    }
+
+    private func readNow<T>(_ body: (Database) throws -> T) throws -> T {
+        try pool.read(body)
     }
 
     static func convert(_ error: any Error) -> BerthError {
@@ -79,7 +89,7 @@ public final class MetadataStore: Sendable {
 
     static func ensureNamespace(_ db: Database, _ namespace: Namespace) throws {
         let now = Timestamp.now.nanosecondsSinceEpoch
-        try db.execute(sql: "INSERT OR IGNORE INTO namespaces (name, labels, created_at, updated_at) VALUES (?, '{}', ?, ?)",
+        try db.cachedStatement(sql: "INSERT OR IGNORE INTO namespaces (name, labels, created_at, updated_at) VALUES (?, '{}', ?, ?)").execute(
                        arguments: [namespace.name, now, now])
     }
 }
