@@ -169,6 +169,10 @@ struct UnpackTests {
             #expect(content.contains("containerd.io/uncompressed=sha256:"), "content ls: \(content)")
 
             try daemon.ctrOK(ss + ["commit", "work-committed", "work"])
+            // The commit removes the active snapshot and so schedules a collection, at most
+            // GarbageCollector.maximumSpacing (1 s) later. A view is held by no lease or label,
+            // so that collection would take it, as containerd's would: let it run first.
+            try await Task.sleep(for: .seconds(1.5))
             try daemon.ctrOK(ss + ["view", "work-view", "work-committed"])
             let failed = try daemon.ctr(ss + ["rm", "work-committed"])
             #expect(!failed.succeeded && failed.stderr.contains("failed precondition"), "rm with children: \(failed.stderr)")
