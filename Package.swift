@@ -127,7 +127,7 @@ let package = Package(
         ),
         .testTarget(name: "BerthCoreTests", dependencies: ["BerthCore"]),
         .testTarget(name: "BerthRuntimeTests", dependencies: ["BerthRuntime", "BerthCore"]),
-        .testTarget(name: "BerthTTRPCTests", dependencies: ["BerthTTRPC"], exclude: ["Peer"]),
+        .testTarget(name: "BerthTTRPCTests", dependencies: ["BerthTTRPC", "BerthSystem"], exclude: ["Peer"]),
         .testTarget(name: "BerthSystemTests", dependencies: ["BerthSystem", "BerthCore"]),
         .testTarget(name: "BerthContentTests", dependencies: ["BerthContent", "BerthTestSupport"]),
         .testTarget(name: "BerthArchiveTests", dependencies: ["BerthArchive", "BerthSystem", "BerthTestSupport"]),

@@ -8,7 +8,7 @@ public enum CgroupStats {
     ///
     /// - Throws: `BerthError.notFound` "cgroup does not exist" when there is no such cgroup.
     public static func collect(cgroupsPath path: String, root: String = "/sys/fs/cgroup") throws(BerthError) -> ProtoAny {
-        guard !path.isEmpty, !path.contains(":") else { throw .notFound("cgroup does not exist: not found") }
+        guard !path.isEmpty, !path.containsBytes(":") else { throw .notFound("cgroup does not exist: not found") }
         let relative = path.hasPrefix("/") ? path : "/" + path
         if access(root + "/cgroup.controllers", F_OK) == 0 {
             let directory = root + relative

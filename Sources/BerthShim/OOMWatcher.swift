@@ -55,7 +55,7 @@ final class OOMWatcher: Sendable {
     /// The memory cgroup of process `pid`, from `/proc/<pid>/cgroup`: the v2 cgroup when
     /// `root` is a unified hierarchy, else the v1 `memory` hierarchy's.
     static func target(pid: Int32, root: String = "/sys/fs/cgroup") -> Target? {
-        guard let text = readText("/proc/\(pid)/cgroup") else { return nil }
+        guard let text = readText("/proc/" + decimal(Int64(pid)) + "/cgroup") else { return nil }
         return target(procCgroup: text, unified: access(root + "/cgroup.controllers", F_OK) == 0, root: root)
     }
 
@@ -139,7 +139,7 @@ final class OOMWatcher: Sendable {
             throw error
         }
         defer { close(register) }
-        let line = Array("\(eventFD) \(control)".utf8)
+        let line = Array((decimal(Int64(eventFD)) + " " + decimal(Int64(control))).utf8)
         guard line.withUnsafeBytes({ writeAll(register, $0) }) else {
             let error = errnoError("oom watch: write \(directory)/cgroup.event_control")
             close(eventFD)

@@ -42,7 +42,7 @@ public final class ProcessIO: @unchecked Sendable {
         stdoutPath = stdout
         stderrPath = stderr
         self.terminal = terminal
-        for uri in [stdout, stderr] where uri.contains("://") {
+        for uri in [stdout, stderr] where uri.containsBytes("://") {
             throw .unimplemented("stdio \(uri): binary:// and file:// log URIs are not supported by berth-shim yet")
         }
         do {

@@ -126,7 +126,7 @@ public struct RuntimeDriver: Sendable {
             try run(arguments, what: "OCI runtime kill failed")
         } catch {
             // runc says "container not running" / "process already finished" for a dead process.
-            if error.message.contains("not running") || error.message.contains("already finished") {
+            if error.message.containsBytes("not running") || error.message.containsBytes("already finished") {
                 throw .notFound("process already finished: not found")
             }
             throw error

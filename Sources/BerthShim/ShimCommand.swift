@@ -308,20 +308,8 @@ public enum ShimCommand {
 /// `filepath.Join` for the simple cases the shim meets: joins with `/` and drops duplicate slashes.
 func joinPath(_ parts: String...) -> String {
     var joined = parts.filter { !$0.isEmpty }.joined(separator: "/")
-    while joined.contains("//") { joined = joined.replacingOccurrences("//", "/") }
+    while joined.containsBytes("//") { joined = joined.replacingBytes("//", with: "/") }
     if joined.count > 1, joined.hasSuffix("/") { joined.removeLast() }
     return joined
 }
 
-extension String {
-    func replacingOccurrences(_ target: String, _ replacement: String) -> String {
-        var result = ""
-        var rest = Substring(self)
-        while let range = rest.firstRange(of: target) {
-            result += rest[..<range.lowerBound]
-            result += replacement
-            rest = rest[range.upperBound...]
-        }
-        return result + rest
-    }
-}

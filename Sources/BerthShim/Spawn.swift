@@ -82,13 +82,13 @@ public enum Spawner {
             for pointer in envp { free(pointer) }
         }
         var pid: pid_t = 0
-        let rc = spec.executable.contains("/")
+        let rc = spec.executable.utf8.contains(UInt8(ascii: "/"))
             ? posix_spawn(&pid, spec.executable, &actions, &attributes, argv, envp)
             : posix_spawnp(&pid, spec.executable, &actions, &attributes, argv, envp)
         guard rc == 0 else {
             if rc == ENOENT {
                 // Go's exec words the two cases so; containerd's shim relays them.
-                throw .notFound(spec.executable.contains("/")
+                throw .notFound(spec.executable.utf8.contains(UInt8(ascii: "/"))
                     ? "fork/exec \(spec.executable): no such file or directory"
                     : "exec: \(JSONValue.quote(spec.executable)): executable file not found in $PATH")
             }

@@ -14,8 +14,8 @@ func startThread(name: String, _ body: @escaping @Sendable () -> Void) throws(Be
 
 /// Sleeps the calling thread.
 func sleep(for duration: Duration) {
-    let (seconds, attoseconds) = duration.components
-    var request = timespec(tv_sec: Int(seconds), tv_nsec: Int(attoseconds / 1_000_000_000))
+    let nanoseconds = max(duration.wholeNanoseconds, 0)
+    var request = timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
     var remaining = timespec()
     while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
 }

@@ -91,10 +91,10 @@ public final class ConditionLock<State>: @unchecked Sendable {
 
     /// Sleeps until `ready` returns a value, or until `deadline` passes (then returns nil).
     /// `ready` runs under the lock each time the state changes.
-    public func wait<R>(until deadline: ContinuousClock.Instant? = nil, _ ready: (inout State) -> R?) -> R? {
+    public func wait<R>(until deadline: MonotonicInstant? = nil, _ ready: (inout State) -> R?) -> R? {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
-        let wakeAt = deadline.map { monotonicTimespec(after: ContinuousClock.now.duration(to: $0)) }
+        let wakeAt = deadline?.timespec
         while true {
             if let value = ready(&state) { return value }
             if var wakeAt {
@@ -111,22 +111,10 @@ public final class ConditionLock<State>: @unchecked Sendable {
 extension ConditionLock {
     /// Sleeps until `condition` holds; false when `deadline` passed first.
     @discardableResult
-    public func wait(until deadline: ContinuousClock.Instant? = nil, for condition: (State) -> Bool) -> Bool {
+    public func wait(until deadline: MonotonicInstant? = nil, for condition: (State) -> Bool) -> Bool {
         let met: Bool? = wait(until: deadline) { (state: inout State) -> Bool? in condition(state) ? true : nil }
         return met != nil
     }
-}
-
-/// The CLOCK_MONOTONIC time `duration` from now, as `pthread_cond_timedwait` wants it.
-private func monotonicTimespec(after duration: Duration) -> timespec {
-    var now = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    let (seconds, attoseconds) = min(max(duration, .zero), .seconds(1 << 32)).components
-    var result = timespec()
-    let nanoseconds = Int(now.tv_nsec) + Int(attoseconds / 1_000_000_000)
-    result.tv_sec = now.tv_sec + Int(seconds) + nanoseconds / 1_000_000_000
-    result.tv_nsec = nanoseconds % 1_000_000_000
-    return result
 }
 
 /// `strerror` for an errno value.

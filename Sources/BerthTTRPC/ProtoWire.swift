@@ -64,10 +64,11 @@ public struct ProtoReader {
 
     private let bytes: [UInt8]
     private var offset = 0
-    private let what: String
+    private let what: () -> String
 
-    /// - Parameter what: names the message in errors, e.g. `ttrpc request`.
-    public init(_ bytes: [UInt8], what: String) {
+    /// - Parameter what: names the message in errors, e.g. `ttrpc request`; evaluated only for
+    ///   an error (describing a type at every decode would map the reflection code into the shim).
+    public init(_ bytes: [UInt8], what: @escaping @autoclosure () -> String) {
         self.bytes = bytes
         self.what = what
     }
@@ -121,7 +122,7 @@ public struct ProtoReader {
     }
 
     private func malformed(_ detail: String) -> BerthError {
-        .invalidArgument("\(what): malformed protobuf: \(detail)")
+        .invalidArgument("\(what()): malformed protobuf: \(detail)")
     }
 }
 

@@ -122,7 +122,7 @@ final class ServerConnection: Sendable {
             sendStatus(.invalidArgument, "StreamID cannot be re-used and must increment", streamID: streamID)
             return
         }
-        let receivedAt = ContinuousClock.now
+        let receivedAt = MonotonicInstant.now
         let request: TTRPCRequest
         do {
             request = try TTRPCRequest(decoding: frame.data)

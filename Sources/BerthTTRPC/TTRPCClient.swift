@@ -77,7 +77,7 @@ public final class TTRPCClient: Sendable {
         metadata: [String: [String]] = [:], timeout: Duration? = nil
     ) throws(TTRPCError) -> [UInt8] {
         let request = makeRequest(service: service, method: method, payload: payload, metadata: metadata, timeout: timeout)
-        let deadline = timeout.map { ContinuousClock.now + $0 }
+        let deadline = timeout.map { MonotonicInstant.now + $0 }
         let reply = ConditionLock<Result<[UInt8], TTRPCError>?>(nil)
         let streamID = try connection.start(request) { result in reply.update { $0 = result } }
         if let result = reply.wait(until: deadline, { $0 }) {
@@ -138,11 +138,7 @@ public final class TTRPCClient: Sendable {
                 entries.append(TTRPCKeyValue(key: key.lowercased(), value: value))
             }
         }
-        let nanoseconds = timeout.map { timeout -> Int64 in
-            let (seconds, attoseconds) = max(timeout, .nanoseconds(1)).components
-            let (total, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
-            return overflow ? Int64.max : total &+ attoseconds / 1_000_000_000
-        } ?? 0
+        let nanoseconds = timeout.map { max($0.wholeNanoseconds, 1) } ?? 0
         return TTRPCRequest(service: service, method: method, payload: payload, timeoutNanoseconds: nanoseconds, metadata: entries)
     }
 

@@ -1,3 +1,5 @@
+import BerthSystem
+
 /// What a handler knows about the call it serves.
 public struct TTRPCContext: Sendable {
     /// The fully qualified service name, e.g. `containerd.task.v2.Task`.
@@ -10,9 +12,9 @@ public struct TTRPCContext: Sendable {
     public let metadata: [String: [String]]
     /// When the client stops waiting, from the request's `timeout_nano`; nil when it sent none.
     /// Handlers are not interrupted at the deadline; a long one should check ``isExpired``.
-    public let deadline: ContinuousClock.Instant?
+    public let deadline: MonotonicInstant?
 
-    public init(service: String, method: String, streamID: UInt32, metadata: [String: [String]], deadline: ContinuousClock.Instant?) {
+    public init(service: String, method: String, streamID: UInt32, metadata: [String: [String]], deadline: MonotonicInstant?) {
         self.service = service
         self.method = method
         self.streamID = streamID
@@ -27,7 +29,7 @@ public struct TTRPCContext: Sendable {
 
     /// True once the deadline has passed.
     public var isExpired: Bool {
-        deadline.map { ContinuousClock.now >= $0 } ?? false
+        deadline.map { MonotonicInstant.now >= $0 } ?? false
     }
 }
 
@@ -38,12 +40,12 @@ public enum TTRPCMetadataKey {
 }
 
 extension TTRPCContext {
-    init(_ request: TTRPCRequest, streamID: UInt32, receivedAt: ContinuousClock.Instant) {
+    init(_ request: TTRPCRequest, streamID: UInt32, receivedAt: MonotonicInstant) {
         var metadata: [String: [String]] = [:]
         for entry in request.metadata {
             metadata[entry.key.lowercased(), default: []].append(entry.value)
         }
-        let deadline = request.timeoutNanoseconds > 0 ? receivedAt + .nanoseconds(request.timeoutNanoseconds) : nil
+        let deadline = request.timeoutNanoseconds > 0 ? receivedAt.advanced(byNanoseconds: request.timeoutNanoseconds) : nil
         self.init(service: request.service, method: request.method, streamID: streamID, metadata: metadata, deadline: deadline)
     }
 }

@@ -212,7 +212,7 @@ public final class TTRPCServer: Sendable {
     /// counts as in flight itself, so it must pass a grace period (or run it on another thread).
     public func shutdown(gracePeriod: Duration? = nil) {
         stopAccepting()
-        let deadline = gracePeriod.map { ContinuousClock.now + $0 }
+        let deadline = gracePeriod.map { MonotonicInstant.now + $0 }
         state.wait(until: deadline, for: { $0.inFlight == 0 })
         closeConnections()
     }

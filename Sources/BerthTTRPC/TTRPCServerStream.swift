@@ -37,7 +37,7 @@ public final class TTRPCServerStream: Sendable {
     ///
     /// - Throws: ``TTRPCError/closed`` when the connection went first; `resourceExhausted` when
     ///   the client sent a message over 4 MiB (the stream is then over).
-    public func receive(until deadline: ContinuousClock.Instant? = nil) throws(TTRPCError) -> [UInt8]? {
+    public func receive(until deadline: MonotonicInstant? = nil) throws(TTRPCError) -> [UInt8]? {
         let next: Result<[UInt8]?, TTRPCError>? = inbound.wait(until: deadline) { inbound in
             if !inbound.messages.isEmpty { return .success(inbound.messages.removeFirst()) }
             if let error = inbound.error { return .failure(error) }

@@ -55,3 +55,24 @@ struct BlockingThreadsTests {
         #expect(result == 42)
     }
 }
+
+@Suite struct MonotonicInstantTests {
+    @Test func arithmeticSaturates() {
+        let start = MonotonicInstant(nanoseconds: 1_000)
+        #expect((start + .milliseconds(2)).nanoseconds == 2_001_000)
+        #expect((start + .seconds(-1)).nanoseconds == 1_000 - 1_000_000_000)
+        #expect(MonotonicInstant(nanoseconds: .max - 1) + .seconds(1) == MonotonicInstant(nanoseconds: .max))
+        #expect(MonotonicInstant(nanoseconds: .min + 1) + .seconds(-1) == MonotonicInstant(nanoseconds: .min))
+        #expect(start.nanoseconds(to: MonotonicInstant(nanoseconds: 500)) == -500)
+        #expect(Duration.seconds(1 << 40).wholeNanoseconds == .max)
+        #expect(Duration.nanoseconds(-3).wholeNanoseconds == -3)
+    }
+
+    @Test func waitGivesUpAtItsDeadline() {
+        let lock = ConditionLock(false)
+        let started = MonotonicInstant.now
+        let woken = lock.wait(until: started + .milliseconds(50)) { $0 ? true : nil }
+        #expect(woken == nil)
+        #expect(started.nanoseconds(to: .now) >= 50_000_000)
+    }
+}

@@ -1,4 +1,5 @@
 import BerthCore
+import BerthSystem
 import BerthTTRPC
 import Dispatch
 import Foundation
@@ -51,8 +52,7 @@ enum TestService {
         }
         server.register(service: name, method: "Deadline") { context, _ in
             guard let deadline = context.deadline else { return Array("none".utf8) }
-            let left = ContinuousClock.now.duration(to: deadline)
-            return Array(String(left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000).utf8)
+            return Array(String(MonotonicInstant.now.nanoseconds(to: deadline) / 1_000_000).utf8)
         }
         server.register(service: name, method: "NotFound") { _, _ in
             throw BerthError.notFound("container c1: not found")
