@@ -73,7 +73,7 @@ let package = Package(
         .target(
             name: "BerthRuntime",
             dependencies: [
-                "BerthAPI", "BerthCore", "BerthSystem", "BerthMetadata", "BerthTTRPC", "CBerthRuntime",
+                "BerthAPI", "BerthCore", "BerthSystem", "BerthMetadata", "BerthTTRPC", "CBerthRuntime", "CBerthSystem",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -126,7 +126,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "BerthCoreTests", dependencies: ["BerthCore"]),
-        .testTarget(name: "BerthRuntimeTests", dependencies: ["BerthRuntime", "BerthCore"]),
+        .testTarget(name: "BerthRuntimeTests", dependencies: ["BerthRuntime", "BerthCore", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "BerthTTRPCTests", dependencies: ["BerthTTRPC", "BerthSystem"], exclude: ["Peer"]),
         .testTarget(name: "BerthSystemTests", dependencies: ["BerthSystem", "BerthCore"]),
         .testTarget(name: "BerthContentTests", dependencies: ["BerthContent", "BerthTestSupport"]),
