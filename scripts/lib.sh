@@ -89,22 +89,26 @@ berth_free_port() {
 
 # How the release berthd is built (scripts/setup, bench/*): static Swift runtime; every Swift and C
 # function in a section of its own (-function-sections), so the link can place each one; linked by
-# lld with packed relative relocations (DT_RELR: the dynamic loader no longer touches 3 MB of
-# relocation entries at start-up), without exporting every symbol dynamically (an executable needs
-# none), and with the functions that run at start-up and idle laid out together
-# (packaging/berthd.order, made by scripts/gen-order) so the kernel maps fewer pages of code.
-# Together these take berthd's idle RSS from 34 MB to about 21 MB. Names that no longer exist in
-# the order file are ignored, so a stale file only costs memory, never correctness.
+# lld, through scripts/ld-static-deps, which takes libstdc++, SQLite, zlib and zstd from their
+# static archives; with packed relative relocations (DT_RELR: the dynamic loader no longer touches
+# 3 MB of relocation entries at start-up), without exporting every symbol dynamically (an
+# executable needs none), and with the functions that run at start-up and idle laid out together
+# (packaging/berthd.order, made by scripts/gen-order) so the kernel maps fewer pages of code;
+# functions without a symbol, which an order file cannot name, go in one block beside them
+# (packaging/unnamed-text.ld). Together these take berthd's idle RSS from 34 MB to about 17 MB.
+# Names that no longer exist in the order file are ignored, so a stale file only costs memory,
+# never correctness.
 BERTH_RELEASE_FLAGS=(-c release --static-swift-stdlib
     -Xswiftc -Xfrontend -Xswiftc -function-sections
     -Xcc -ffunction-sections
-    -Xswiftc -use-ld=lld
+    -Xswiftc "-use-ld=$BERTH_REPO/scripts/ld-static-deps"
     -Xlinker -z -Xlinker pack-relative-relocs
     -Xlinker --no-export-dynamic
     -Xlinker -no-pie
     -Xlinker --gc-sections
     -Xlinker "--symbol-ordering-file=$BERTH_REPO/packaging/berthd.order"
-    -Xlinker --no-warn-symbol-ordering)
+    -Xlinker --no-warn-symbol-ordering
+    -Xlinker -T -Xlinker "$BERTH_REPO/packaging/unnamed-text.ld")
 BERTH_RELEASE_BUILD=("${BERTH_RELEASE_FLAGS[@]}" --product berthd)
 
 # Builds the release berthd (run from $BERTH_REPO) and prints its path.
@@ -119,7 +123,8 @@ berth_build_release() {
 # sits in a section of its own and lld lays out the ones a shim runs while it creates, starts and
 # watches a container together at the front (packaging/berth-shim.order, made by
 # scripts/gen-shim-order), so the code a running shim touches is a few contiguous pages instead
-# of pages spread over 6 MB (6.7 MB to 5.1 MB RSS per running shim). -static-executable
+# of pages spread over 6 MB (6.7 MB to 5.1 MB RSS per running shim), with the functions that have
+# no symbol in one block beside them (packaging/unnamed-text.ld). -static-executable
 # changes how SwiftPM compiles too, so the shim builds in a scratch path of its own; its few
 # modules (no NIO, gRPC or Foundation) build in a minute or two. SwiftPM was seen to keep objects
 # when only -Xswiftc/-Xcc flags changed: after changing those, delete the scratch path's *.o.
@@ -131,6 +136,7 @@ BERTH_SHIM_RELEASE_BUILD=(--scratch-path "$BERTH_REPO/.build-shim-release" -c re
     -Xlinker --gc-sections
     -Xlinker "--symbol-ordering-file=$BERTH_REPO/packaging/berth-shim.order"
     -Xlinker --no-warn-symbol-ordering
+    -Xlinker -T -Xlinker "$BERTH_REPO/packaging/unnamed-text.ld"
     --product berth-shim)
 
 # Builds the release berth-shim (run from $BERTH_REPO) and prints its path.
