@@ -319,24 +319,32 @@ public final class ShimManager: Sendable {
         request.id = task.id
         let response: Containerd_Task_V2_DeleteResponse = try await task.call("Delete", request)
         if claim(Key(namespace: task.namespace.name, id: task.id), token: task.token) != nil {
-            await teardown(task)
+            await teardown(task, taskDeleted: true)
         }
         return response
     }
 
     /// Shutdown, close, the `delete` action, the bundle: after the task is out of the table.
-    private func teardown(_ task: ShimTask) async {
+    ///
+    /// `taskDeleted`: the shim's `Delete` succeeded, so the runtime's container is gone and the
+    /// rootfs unmounted; the `delete` action (another shim and runtime process, about 25 ms) then
+    /// runs only when the shim does not shut down cleanly, as containerd retires a shim.
+    private func teardown(_ task: ShimTask, taskDeleted: Bool = false) async {
         var request = Containerd_Task_V2_ShutdownRequest()
         request.id = task.id
+        var shutDown = true
         do {
             try await task.callEmpty("Shutdown", request, timeout: Self.shutdownTimeout)
         } catch where error.code == .unavailable {
             // The shim exited while answering: what Shutdown is for.
         } catch {
+            shutDown = false
             logger.warning("shim shutdown failed", metadata: ["namespace": "\(task.namespace)", "id": "\(task.id)", "error": "\(error)"])
         }
         task.client.close()
-        _ = await runDeleteAction(binary: task.binary, bundle: task.bundle, namespace: task.namespace, id: task.id)
+        if !(taskDeleted && shutDown) {
+            _ = await runDeleteAction(binary: task.binary, bundle: task.bundle, namespace: task.namespace, id: task.id)
+        }
         task.log?.stop()
         removeBundle(task.bundle)
     }

@@ -79,6 +79,23 @@ struct TaskTests {
             _ = try? Command.run(["runc", "--root", runcRoot, "delete", "--force", id], timeout: .seconds(10))
         }
         try? FileManager.default.removeItem(atPath: runcRoot)
+        removeCgroups(namespace: namespace)
+    }
+
+    /// The runtime removes a container's cgroup `/<namespace>/<id>` but leaves the namespace's own
+    /// (as with containerd); a test namespace's is removed here, in every hierarchy, deepest first.
+    static func removeCgroups(namespace: String) {
+        let hierarchies = ((try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? [])
+            .map { "/sys/fs/cgroup/\($0)" } + ["/sys/fs/cgroup"]
+        for hierarchy in hierarchies {
+            let top = "\(hierarchy)/\(namespace)"
+            guard let entries = FileManager.default.enumerator(atPath: top) else { continue }
+            let directories = entries.compactMap { $0 as? String }
+                .filter { (try? FileManager.default.attributesOfItem(atPath: "\(top)/\($0)")[.type] as? FileAttributeType) == .typeDirectory }
+                .sorted { $0.count > $1.count }
+            for directory in directories { rmdir("\(top)/\(directory)") }
+            rmdir(top)
+        }
     }
 
     /// Shim processes serving this daemon: their working directory is a bundle under its state.
