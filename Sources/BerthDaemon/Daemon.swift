@@ -127,7 +127,7 @@ public final class Daemon: Sendable {
             socketGroup: config.grpc.gid == 0 ? nil : config.grpc.gid,
             maxMessageSize: config.grpc.maxRecvMessageSize,
             eventLoopGroup: loops)
-        let server = GRPCServer(transport: transport, services: services, interceptors: [NamespaceInterceptor()])
+        let server = GRPCServer(transport: transport, services: services, interceptors: [NamespaceInterceptor(), IdleMemoryRelease.Interceptor(release: IdleMemoryRelease(metadata: metadata))])
         let serving = ServerService(server: server, transport: transport, executor: EventLoopTaskExecutor(loop: loops.next()),
                                     events: events, address: config.grpc.address, logger: logger)
         let collection = PeriodicCollection(gc: gc, interval: config.gcInterval, logger: logger)

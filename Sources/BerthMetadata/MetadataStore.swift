@@ -50,6 +50,10 @@ public final class MetadataStore: Sendable {
 
     public func close() throws { try pool.close() }
 
+    /// Closes the reader connections not in use and empties the writer's caches (blocks until
+    /// the writer is free).
+    public func releaseMemory() { pool.releaseMemory() }
+
     // MARK: Transactions
 
     func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(BerthError) -> T {

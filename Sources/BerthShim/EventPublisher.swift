@@ -8,8 +8,12 @@ import Glibc
 ///
 /// The connection is made lazily and remade after a failure. An event that cannot be sent is
 /// retried after 1, 2, 3… seconds and dropped after five attempts, as containerd's publisher does.
+/// Unlike containerd's, it closes the connection once nothing has been queued for ``idleTimeout``:
+/// a running container publishes nothing between its start and its exit, and an open connection
+/// costs the daemon a descriptor and the thread that serves it, for every container.
 public final class EventPublisher: Sendable {
     public static let service = "containerd.services.events.ttrpc.v1.Events"
+    static let idleTimeout: Duration = .milliseconds(500)
 
     private struct State {
         var queue: [EventEnvelope] = []
@@ -49,12 +53,17 @@ public final class EventPublisher: Sendable {
 
     private func run() {
         while true {
-            let next = state.wait { state -> EventEnvelope? in
+            let connected = client.update { $0 != nil }
+            let next = state.wait(until: connected ? .now + Self.idleTimeout : nil) { state -> EventEnvelope? in
                 guard let first = state.queue.first else { return nil }
                 state.queue.removeFirst()
                 state.sending = true
                 return first
-            }!
+            }
+            guard let next else {
+                client.update { $0?.close(); $0 = nil }
+                continue
+            }
             send(next)
             state.update { $0.sending = false }
         }
