@@ -167,7 +167,7 @@ struct ServerService: Service {
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { try await withTaskExecutorPreference(executor) { try await server.serve() } }
-                _ = try await transport.listeningAddress
+                _ = await transport.listeningAddress
                 logger.info("serving containerd API", metadata: ["address": "\(address)"])
             }
         } onGracefulShutdown: {

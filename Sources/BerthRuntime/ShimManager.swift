@@ -390,7 +390,7 @@ public final class ShimManager: Sendable {
 
     // MARK: Dead shims
 
-    /// The shim's connection ended (on the client's reader thread).
+    /// The shim's connection ended (on the poll thread that reads every shim client).
     private func shimClosed(_ key: Key, token: UInt64) {
         guard !stopping.load(ordering: .relaxed), let task = claim(key, token: token) else { return }
         logger.warning("shim connection closed; cleaning up the task", metadata: ["namespace": "\(key.namespace)", "id": "\(key.id)"])

@@ -1,9 +1,10 @@
 import BerthCore
+import BerthSystem
 import Glibc
 import Synchronization
 
-/// The client's connection: the table of pending calls by stream ID and the reader thread that
-/// completes them. Shared by ``TTRPCClient``, its reader thread and its timers.
+/// The client's connection: the table of pending calls by stream ID, completed from
+/// ``PollThread`` as replies arrive. Shared by ``TTRPCClient``, the poll thread and its timers.
 final class ClientConnection: Sendable {
     typealias Completion = @Sendable (Result<[UInt8], TTRPCError>) -> Void
 
@@ -16,6 +17,8 @@ final class ClientConnection: Sendable {
 
     private let fd: Int32
     private let state: Mutex<State>
+    /// Frames split across reads; used only on the poll thread.
+    private let decoder = Mutex(TTRPCFrameDecoder())
     /// Held while a request is numbered and written, so stream IDs reach the server in order
     /// (ttrpc 1.2 refuses one lower than a previous one).
     private let writeLock = Mutex(())
@@ -31,7 +34,8 @@ final class ClientConnection: Sendable {
 
     var isClosed: Bool { state.withLock { $0.closed } }
 
-    /// Wakes the reader thread, which then fails pending calls and runs `onClose`.
+    /// Shuts the socket down; the poll thread then sees end of stream, fails pending calls and
+    /// runs `onClose`.
     func close() {
         UnixSocket.shutdown(fd)
     }
@@ -54,8 +58,8 @@ final class ClientConnection: Sendable {
             }
             frame.streamID = streamID
             if !UnixSocket.writeAll(fd, frame.encoded()) {
-                UnixSocket.shutdown(fd)  // the reader thread then fails every other pending call
-                // Fail this one here, unless the reader thread has already taken it to fail it.
+                UnixSocket.shutdown(fd)  // the poll thread then fails every other pending call
+                // Fail this one here, unless the poll thread has already taken it to fail it.
                 if state.withLock({ $0.pending.removeValue(forKey: streamID) }) != nil {
                     throw TTRPCError.closed
                 }
@@ -73,15 +77,15 @@ final class ClientConnection: Sendable {
         return true
     }
 
-    /// Runs on the reader thread until the connection ends.
-    func readLoop() {
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 16 << 10, alignment: 1)
-        defer { buffer.deallocate() }
-        var decoder = TTRPCFrameDecoder()
-        while true {
+    /// Reads what has arrived and completes the calls it answers; at end of stream (or on an
+    /// error) fails every pending call and runs `onClose`. Runs on ``PollThread``, whenever the
+    /// socket is readable.
+    func readReady() -> PollThread.Next {
+        let count = withUnsafeTemporaryAllocation(byteCount: Self.readSize, alignment: 1) { buffer -> Int in
             let count = UnixSocket.read(fd, into: buffer)
-            guard count > 0 else { break }
-            for event in decoder.push(buffer[..<count]) {
+            guard count > 0 else { return count }
+            let events = decoder.withLock { $0.push(buffer[..<count]) }
+            for event in events {
                 switch event {
                 case .frame(let frame) where frame.type == .response:
                     complete(frame)
@@ -91,7 +95,9 @@ final class ClientConnection: Sendable {
                     fail(streamID, with: .messageTooLarge(length))
                 }
             }
+            return count
         }
+        if count > 0 { return .keep }
         UnixSocket.shutdown(fd)
         let (pending, onClose) = state.withLock { state in
             state.closed = true
@@ -104,8 +110,12 @@ final class ClientConnection: Sendable {
         for completion in pending {
             completion(.failure(.closed))
         }
-        onClose?()
+        // The poll thread lets go of this connection after `onClose`; its descriptor is closed
+        // when the last reference goes.
+        return .stop { onClose?() }
     }
+
+    private static let readSize = 16 << 10
 
     private func complete(_ frame: TTRPCFrame) {
         guard let completion = state.withLock({ $0.pending.removeValue(forKey: frame.streamID) }) else { return }

@@ -6,10 +6,10 @@ import Synchronization
 /// A ttrpc client on one unix-socket connection.
 ///
 /// Calls may come from any number of threads or tasks at once. Each call takes the next odd
-/// stream ID (1, 3, 5, …) and a single reader thread hands each response to the call waiting for
-/// its stream ID, so replies may arrive in any order. When the connection ends, for whatever
-/// reason, every pending call fails with ``TTRPCError/closed`` and `onClose` runs once, on the
-/// reader thread.
+/// stream ID (1, 3, 5, …) and ``PollThread/shared``, which reads every client's socket, hands each
+/// response to the call waiting for its stream ID, so replies may arrive in any order. When the
+/// connection ends, for whatever reason, every pending call fails with ``TTRPCError/closed`` and
+/// `onClose` runs once, on the poll thread (so it must not block).
 ///
 /// Dropping the last reference closes the connection, as ``close()`` does.
 public final class TTRPCClient: Sendable {
@@ -21,7 +21,7 @@ public final class TTRPCClient: Sendable {
     /// - Parameter onClose: runs once when the connection ends, also after ``close()``.
     /// - Throws: `BerthError.unavailable` when nothing accepts at the address;
     ///   `BerthError.invalidArgument` for an address too long for `sockaddr_un`;
-    ///   `BerthError.resourceExhausted` when the reader thread cannot start.
+    ///   `BerthError.resourceExhausted` when the poll thread cannot start.
     public convenience init(address: String, onClose: (@Sendable () -> Void)? = nil) throws(BerthError) {
         let prefix = "unix://"
         let target: UnixSocket.Address = address.hasPrefix(prefix)
@@ -39,11 +39,11 @@ public final class TTRPCClient: Sendable {
 
     /// Takes over an already connected stream socket (closed with the client).
     ///
-    /// - Throws: `BerthError.resourceExhausted` when the reader thread cannot start (the
+    /// - Throws: `BerthError.resourceExhausted` when the poll thread cannot start (the
     ///   descriptor is closed then).
     public init(fileDescriptor: Int32, onClose: (@Sendable () -> Void)? = nil) throws(BerthError) {
         connection = ClientConnection(fd: fileDescriptor, onClose: onClose)
-        try spawnThread(name: "ttrpc-client") { [connection] in connection.readLoop() }
+        try PollThread.shared.watch(fileDescriptor) { [connection] _ in connection.readReady() }
     }
 
     deinit {
@@ -51,7 +51,7 @@ public final class TTRPCClient: Sendable {
     }
 
     /// Closes the connection. Pending calls fail with ``TTRPCError/closed`` and `onClose` runs,
-    /// both on the reader thread, shortly after this returns.
+    /// both on the poll thread, shortly after this returns.
     public func close() {
         connection.close()
     }

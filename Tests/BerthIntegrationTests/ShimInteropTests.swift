@@ -57,7 +57,7 @@ struct ShimInteropTests {
 
         func start() throws {
             let containerd = try Command.which("containerd")
-            FileManager.default.createFile(atPath: logPath, contents: nil)
+            _ = FileManager.default.createFile(atPath: logPath, contents: nil)
             let log = FileHandle(forWritingAtPath: logPath)!
             let process = Process()
             process.executableURL = URL(fileURLWithPath: try Command.which("unshare"))

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import BerthCore
+import BerthSystem
 @testable import BerthRuntime
 import Foundation
 import Logging
@@ -47,9 +48,9 @@ struct ShimLogTests {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let sink = Lines()
-        let drain = ShimLogDrain()
-        let first = try ShimLog(path: directory + "/a", logger: sink.logger, namespace: "default", id: "a", drain: drain)
-        let second = try ShimLog(path: directory + "/b", logger: sink.logger, namespace: "default", id: "b", drain: drain)
+        let poller = PollThread(name: "test-poll")
+        let first = try ShimLog(path: directory + "/a", logger: sink.logger, namespace: "default", id: "a", poller: poller)
+        let second = try ShimLog(path: directory + "/b", logger: sink.logger, namespace: "default", id: "b", poller: poller)
 
         let writerA = open(directory + "/a", O_WRONLY)
         let writerB = open(directory + "/b", O_WRONLY)
