@@ -13,6 +13,9 @@ import Glibc
 ///
 /// With a terminal, the runtime sends the PTY master over the console socket; the shim copies
 /// stdin → master and master → stdout.
+///
+/// A `file:///path` stdout or stderr (`ctr run --log-uri file:///path`) is a file the output is
+/// appended to, made with its directories if missing, as containerd's shim does.
 public final class ProcessIO: @unchecked Sendable {
     public let stdinPath: String
     public let stdoutPath: String
@@ -35,15 +38,15 @@ public final class ProcessIO: @unchecked Sendable {
 
     /// Opens the FIFOs and makes the pipes or the console socket.
     ///
-    /// - Throws: `BerthError.unimplemented` for `binary://` and `file://` stdio URIs;
-    ///   `BerthError.internal` when a FIFO or pipe cannot be opened.
+    /// - Throws: `BerthError.unimplemented` for `binary://` (and other) stdio URIs;
+    ///   `BerthError.internal` when a FIFO, file or pipe cannot be opened.
     public init(stdin: String, stdout: String, stderr: String, terminal: Bool) throws(BerthError) {
         stdinPath = stdin
         stdoutPath = stdout
         stderrPath = stderr
         self.terminal = terminal
-        for uri in [stdout, stderr] where uri.containsBytes("://") {
-            throw .unimplemented("stdio \(uri): binary:// and file:// log URIs are not supported by berth-shim yet")
+        for uri in [stdout, stderr] where uri.containsBytes("://") && filePath(uri) == nil {
+            throw .unimplemented("stdio \(uri): berth-shim supports FIFOs and file:// log URIs, not binary:// ones")
         }
         do {
             try setUp()
@@ -69,9 +72,9 @@ public final class ProcessIO: @unchecked Sendable {
         }
         var stdoutFIFO: SharedDescriptor?
         var stderrFIFO: SharedDescriptor?
-        if !stdoutPath.isEmpty { stdoutFIFO = SharedDescriptor(try openFIFO(stdoutPath, O_RDWR)) }
+        if !stdoutPath.isEmpty { stdoutFIFO = SharedDescriptor(try openOutput(stdoutPath)) }
         if !stderrPath.isEmpty {
-            stderrFIFO = stderrPath == stdoutPath ? stdoutFIFO : SharedDescriptor(try openFIFO(stderrPath, O_RDWR))
+            stderrFIFO = stderrPath == stdoutPath ? stdoutFIFO : SharedDescriptor(try openOutput(stderrPath))
         }
         if stdinReader >= 0 {
             let (read, write) = try makePipe()
@@ -118,7 +121,7 @@ public final class ProcessIO: @unchecked Sendable {
                 copies = [(stdin.name, stdin.from, SharedDescriptor(dup(master)), false, true)]
             }
             if !stdoutPath.isEmpty {
-                let fifo = try openFIFO(stdoutPath, O_RDWR)
+                let fifo = try openOutput(stdoutPath)
                 copies.append(("console", dup(master), SharedDescriptor(fifo), true, true))
             }
             pendingCopies = copies
@@ -222,6 +225,23 @@ private func openFIFO(_ path: String, _ mode: Int32) throws(BerthError) -> Int32
     let fd = open(path, mode | O_CLOEXEC | (mode == O_RDONLY ? O_NONBLOCK : 0))
     guard fd >= 0 else { throw errnoError("open fifo \(path)") }
     if mode == O_RDONLY { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) }
+    return fd
+}
+
+/// The file a `file:///path` stdio URI names, or nil for anything else.
+private func filePath(_ uri: String) -> String? {
+    let scheme = "file://"
+    guard uri.utf8.starts(with: scheme.utf8) else { return nil }
+    let path = String(uri.utf8.dropFirst(scheme.utf8.count))!
+    return path.utf8.first == UInt8(ascii: "/") ? path : nil
+}
+
+/// Where output goes: a FIFO (opened read-write), or the file of a `file://` URI, appended to.
+private func openOutput(_ uri: String) throws(BerthError) -> Int32 {
+    guard let path = filePath(uri) else { return try openFIFO(uri, O_RDWR) }
+    try FileSystem.makeDirectories(FileSystem.parentDirectory(of: path))
+    let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { throw errnoError("open log file \(path)") }
     return fd
 }
 

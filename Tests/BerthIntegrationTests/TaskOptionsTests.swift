@@ -131,6 +131,29 @@ struct TaskOptionsTests {
         }
     }
 
+    @Test("--log-uri file:// appends the container's stdout and stderr to the file; binary:// is refused clearly")
+    func logURI() async throws {
+        try await withTaskDaemon { daemon, namespace in
+            let directory = try TestEnvironment.makeTemporaryDirectory("berth-loguri")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let log = "\(directory)/new/dir/task.log"
+            for (id, word) in [("l1", "first"), ("l2", "second")] {
+                let run = try daemon.ctr(["run", "--rm", "--log-uri", "file://\(log)", Self.image, id,
+                                          "sh", "-c", "echo \(word) out; echo \(word) err >&2"],
+                                         namespace: namespace, timeout: .seconds(60))
+                #expect(run.succeeded && run.stdout.isEmpty, "\(run)")
+            }
+            let written = try String(contentsOfFile: log, encoding: .utf8)
+            #expect(written.split(separator: "\n").sorted() == ["first err", "first out", "second err", "second out"], "\(written)")
+
+            let binary = try daemon.ctr(["run", "--rm", "--log-uri", "binary:///bin/true", Self.image, "l3", "true"],
+                                        namespace: namespace, timeout: .seconds(60))
+            #expect(!binary.succeeded && binary.stderr.contains("binary://"), "\(binary)")
+            _ = try? daemon.ctr(["containers", "rm", "l3"], namespace: namespace)
+            try Self.expectNothingLeft(daemon, namespace: namespace)
+        }
+    }
+
     @Test("--memory-limit and --cpus set the container's cgroup; task metrics shows the limit")
     func resourceLimits() async throws {
         try await withTaskDaemon { daemon, namespace in
