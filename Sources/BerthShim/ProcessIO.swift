@@ -15,7 +15,9 @@ import Glibc
 /// stdin → master and master → stdout.
 ///
 /// A `file:///path` stdout or stderr (`ctr run --log-uri file:///path`) is a file the output is
-/// appended to, made with its directories if missing, as containerd's shim does.
+/// appended to, made with its directories if missing, as containerd's shim does. A
+/// `binary:///path?arg=value` one is a logging program (``BinaryLogger``) that reads the
+/// runtime's stdout and stderr pipes itself.
 public final class ProcessIO: @unchecked Sendable {
     public let stdinPath: String
     public let stdoutPath: String
@@ -38,25 +40,34 @@ public final class ProcessIO: @unchecked Sendable {
 
     /// Opens the FIFOs and makes the pipes or the console socket.
     ///
-    /// - Throws: `BerthError.unimplemented` for `binary://` (and other) stdio URIs;
-    ///   `BerthError.internal` when a FIFO, file or pipe cannot be opened.
-    public init(stdin: String, stdout: String, stderr: String, terminal: Bool) throws(BerthError) {
+    /// - Parameters:
+    ///   - id, namespace: the process's id (the container's, or the exec id) and namespace, for
+    ///     a `binary://` logger.
+    /// - Throws: `BerthError.unimplemented` for other stdio URIs, and for `binary://` with a
+    ///   terminal; `BerthError.internal` when a FIFO, file or pipe cannot be opened or a logging
+    ///   program does not start.
+    public init(stdin: String, stdout: String, stderr: String, terminal: Bool,
+                id: String = "", namespace: String = "") throws(BerthError) {
         stdinPath = stdin
         stdoutPath = stdout
         stderrPath = stderr
         self.terminal = terminal
-        for uri in [stdout, stderr] where uri.containsBytes("://") && filePath(uri) == nil {
-            throw .unimplemented("stdio \(uri): berth-shim supports FIFOs and file:// log URIs, not binary:// ones")
+        let logger = BinaryLogger(uri: stdout)
+        for uri in [stdout, stderr] where uri.containsBytes("://") && filePath(uri) == nil && BinaryLogger(uri: uri) == nil {
+            throw .unimplemented("stdio \(uri): berth-shim supports FIFOs, file:// and binary:// URIs")
+        }
+        if logger != nil && (terminal || stderr != stdout) {
+            throw .unimplemented("stdio \(stdout): a binary:// logger takes stdout and stderr both, without a terminal")
         }
         do {
-            try setUp()
+            try setUp(logger: logger, id: id, namespace: namespace)
         } catch {
             close()
             throw error
         }
     }
 
-    private func setUp() throws(BerthError) {
+    private func setUp(logger: BinaryLogger?, id: String, namespace: String) throws(BerthError) {
         var stdinReader: Int32 = -1
         if !stdinPath.isEmpty {
             let keeper = try openFIFO(stdinPath, O_RDWR)
@@ -70,12 +81,6 @@ public final class ProcessIO: @unchecked Sendable {
             }
             return
         }
-        var stdoutFIFO: SharedDescriptor?
-        var stderrFIFO: SharedDescriptor?
-        if !stdoutPath.isEmpty { stdoutFIFO = SharedDescriptor(try openOutput(stdoutPath)) }
-        if !stderrPath.isEmpty {
-            stderrFIFO = stderrPath == stdoutPath ? stdoutFIFO : SharedDescriptor(try openOutput(stderrPath))
-        }
         if stdinReader >= 0 {
             let (read, write) = try makePipe()
             runtimeStdio.stdin = read
@@ -84,6 +89,20 @@ public final class ProcessIO: @unchecked Sendable {
                 $0.stdinWriter = write
             }
             pendingCopies.append(("stdin", stdinReader, SharedDescriptor(write), false, true))
+        }
+        if let logger {
+            // The runtime writes straight into the logger's pipes; nothing to copy.
+            let (stdout, stderr) = try logger.start(id: id, namespace: namespace)
+            runtimeStdio.stdout = stdout
+            runtimeStdio.stderr = stderr
+            state.update { $0.childDescriptors += [stdout, stderr] }
+            return
+        }
+        var stdoutFIFO: SharedDescriptor?
+        var stderrFIFO: SharedDescriptor?
+        if !stdoutPath.isEmpty { stdoutFIFO = SharedDescriptor(try openOutput(stdoutPath)) }
+        if !stderrPath.isEmpty {
+            stderrFIFO = stderrPath == stdoutPath ? stdoutFIFO : SharedDescriptor(try openOutput(stderrPath))
         }
         for (index, fifo) in [stdoutFIFO, stderrFIFO].enumerated() {
             guard let fifo else { continue }
@@ -245,7 +264,7 @@ private func openOutput(_ uri: String) throws(BerthError) -> Int32 {
     return fd
 }
 
-private func makePipe() throws(BerthError) -> (read: Int32, write: Int32) {
+func makePipe() throws(BerthError) -> (read: Int32, write: Int32) {
     var fds: [Int32] = [-1, -1]
     guard pipe2(&fds, O_CLOEXEC) == 0 else { throw errnoError("pipe") }
     return (fds[0], fds[1])

@@ -191,7 +191,7 @@ public final class TaskService: Sendable {
             try writeFile(bundle + "/options.json", Array(options.json.utf8))
             try writeFile(bundle + "/runtime", Array(options.binaryName.utf8))
             let processIO = try ProcessIO(stdin: request.stdin, stdout: request.stdout, stderr: request.stderr,
-                                          terminal: request.terminal)
+                                          terminal: request.terminal, id: request.id, namespace: namespace)
             io = processIO
             let pidFile = bundle + "/init.pid"
             do throws(BerthError) {
@@ -290,7 +290,8 @@ public final class TaskService: Sendable {
     }
 
     private func startExec(_ container: ManagedContainer, _ process: ManagedProcess) throws(BerthError) {
-        let io = try ProcessIO(stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, terminal: process.terminal)
+        let io = try ProcessIO(stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, terminal: process.terminal,
+                               id: process.execID, namespace: namespace)
         let processFile = container.bundle + "/exec-\(process.execID).json"
         let pidFile = container.bundle + "/exec-\(process.execID).pid"
         do throws(BerthError) {

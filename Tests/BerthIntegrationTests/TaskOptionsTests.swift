@@ -131,7 +131,7 @@ struct TaskOptionsTests {
         }
     }
 
-    @Test("--log-uri file:// appends the container's stdout and stderr to the file; binary:// is refused clearly")
+    @Test("--log-uri: file:// appends stdout and stderr to the file; binary:// runs a logging program on them")
     func logURI() async throws {
         try await withTaskDaemon { daemon, namespace in
             let directory = try TestEnvironment.makeTemporaryDirectory("berth-loguri")
@@ -146,10 +146,31 @@ struct TaskOptionsTests {
             let written = try String(contentsOfFile: log, encoding: .utf8)
             #expect(written.split(separator: "\n").sorted() == ["first err", "first out", "second err", "second out"], "\(written)")
 
-            let binary = try daemon.ctr(["run", "--rm", "--log-uri", "binary:///bin/true", Self.image, "l3", "true"],
+            // containerd's binary log driver: stdout on fd 3, stderr on fd 4, ready when fd 5 closes.
+            let logger = "\(directory)/logger.sh"
+            let binaryLog = "\(directory)/binary.log"
+            try """
+            #!/bin/sh
+            exec 5>&-
+            echo "args=$* id=$CONTAINER_ID ns=$CONTAINER_NAMESPACE" >> \(binaryLog)
+            sed 's/^/out: /' <&3 >> \(binaryLog).out &
+            sed 's/^/err: /' <&4 >> \(binaryLog).err
+            wait
+
+            """.write(toFile: logger, atomically: true, encoding: .utf8)
+            chmod(logger, 0o755)
+            let binary = try daemon.ctr(["run", "--rm", "--log-uri", "binary://\(logger)?tag=t%201", Self.image, "l3",
+                                         "sh", "-c", "echo to out; echo to err >&2"],
                                         namespace: namespace, timeout: .seconds(60))
-            #expect(!binary.succeeded && binary.stderr.contains("binary://"), "\(binary)")
-            _ = try? daemon.ctr(["containers", "rm", "l3"], namespace: namespace)
+            #expect(binary.succeeded && binary.stdout.isEmpty, "\(binary)")
+            #expect(Self.eventually { (try? String(contentsOfFile: binaryLog + ".err", encoding: .utf8)) == "err: to err\n" })
+            #expect(Self.eventually { (try? String(contentsOfFile: binaryLog + ".out", encoding: .utf8)) == "out: to out\n" })
+            #expect((try? String(contentsOfFile: binaryLog, encoding: .utf8)) == "args=tag t 1 id=l3 ns=\(namespace)\n")
+
+            let missing = try daemon.ctr(["run", "--rm", "--log-uri", "binary://\(directory)/no-such-logger", Self.image, "l4", "true"],
+                                         namespace: namespace, timeout: .seconds(60))
+            #expect(!missing.succeeded && missing.stderr.contains("no-such-logger"), "\(missing)")
+            _ = try? daemon.ctr(["containers", "rm", "l4"], namespace: namespace)
             try Self.expectNothingLeft(daemon, namespace: namespace)
         }
     }
