@@ -17,6 +17,7 @@ final class ShimLog: Sendable {
     private let fd: Int32
     private let poller: PollThread
     private let lines: Lines
+    private let stopped = Atomic(false)
 
     /// Creates the FIFO at `path` if missing (mode 0700) and starts draining it.
     ///
@@ -44,7 +45,9 @@ final class ShimLog: Sendable {
     }
 
     /// Stops draining; what is already buffered is still copied, then the FIFO is closed.
+    /// Calls after the first do nothing.
     func stop() {
+        guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
         poller.unwatch(fd) { [fd, lines] in
             lines.drain(fd)
             lines.flush()

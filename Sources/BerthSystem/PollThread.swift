@@ -56,15 +56,21 @@ public final class PollThread: Sendable {
     }
 
     /// Stops watching `fd`; `then` runs on the poll thread once its handler can no longer run
-    /// (at once, on this thread, when `fd` is not watched).
+    /// (at once, on this thread, when `fd` is not watched). A second call for a descriptor whose
+    /// removal is still pending does nothing, so a `then` that closes it runs once.
     public func unwatch(_ fd: Int32, then: @escaping @Sendable () -> Void) {
-        let wake = state.withLock { state -> Int32? in
-            guard state.handlers[fd] != nil, let wake = state.wake else { return nil }
+        enum Outcome { case queued(wake: Int32), pending, notWatched }
+        let outcome = state.withLock { state -> Outcome in
+            guard state.handlers[fd] != nil, let wake = state.wake else { return .notWatched }
+            guard !state.removals.contains(where: { $0.fd == fd }) else { return .pending }
             state.removals.append((fd, then))
-            return wake
+            return .queued(wake: wake)
         }
-        guard let wake else { return then() }
-        Self.poke(wake)
+        switch outcome {
+        case .queued(let wake): Self.poke(wake)
+        case .pending: break
+        case .notWatched: then()
+        }
     }
 
     private func startThread() throws(BerthError) -> Int32 {

@@ -64,6 +64,7 @@ struct ShimLogTests {
         // What was written before stop() is still copied; the FIFO is closed afterwards.
         _ = "last words".withCString { write(writerA, $0, strlen($0)) }
         first.stop()
+        first.stop()  // a second stop must not close the descriptor again
         #expect(sink.waitFor(4).last == "a: shim: last words")
         second.stop()
     }

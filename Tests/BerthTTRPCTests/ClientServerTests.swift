@@ -242,9 +242,9 @@ struct ClientServerTests {
         let client = try fixture.client()
         let slow = Task { try await onThread { try fixture.call(client, "Hold", "held") } }
         try await onThread { fixture.started.wait() }
-        let started = ContinuousClock.now
         try await onThread { fixture.server.shutdown() }
-        #expect(ContinuousClock.now - started >= .milliseconds(100))
+        // Not a clock: on a loaded machine the handler may be nearly done before shutdown starts.
+        #expect(fixture.holdsFinished.value == 1)
         #expect(try await slow.value == "held")
         #expect(access(fixture.path, F_OK) != 0)  // socket file removed
         #expect(eventually { client.isClosed })

@@ -43,7 +43,7 @@ enum TestService {
     static let name = "berth.test.Swift"
 
     /// Registers the test service that both the Swift tests and the Python client call.
-    static func register(on server: TTRPCServer, gate: Gate = Gate(), started: Gate = Gate()) {
+    static func register(on server: TTRPCServer, gate: Gate = Gate(), started: Gate = Gate(), holdsFinished: Counter = Counter()) {
         server.register(service: name, method: "Echo") { _, payload in payload }
         server.register(service: name, method: "Empty") { _, _ in [] }
         server.register(service: name, method: "Metadata") { context, _ in
@@ -76,6 +76,7 @@ enum TestService {
         server.register(service: name, method: "Hold") { _, payload in
             started.open()
             usleep(300_000)
+            holdsFinished.increment()
             return payload
         }
         server.register(service: name, method: "Release") { _, _ in
@@ -110,12 +111,14 @@ final class ServerFixture: Sendable {
     let gate = Gate()
     /// Opened each time a Hold or Block call has reached its handler.
     let started = Gate()
+    /// Hold calls whose handler has returned.
+    let holdsFinished = Counter()
 
     init() throws {
         directory = try TemporaryDirectory()
         path = directory.path + "/run/ttrpc.sock"
         server = TTRPCServer()
-        TestService.register(on: server, gate: gate, started: started)
+        TestService.register(on: server, gate: gate, started: started, holdsFinished: holdsFinished)
         try server.listen(path: path)
     }
 
