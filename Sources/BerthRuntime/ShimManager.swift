@@ -252,7 +252,7 @@ public final class ShimManager: Sendable {
                     if bundle.recordedBinary != nil || FileSystem.exists(bundle.addressPath) {
                         _ = await runDeleteAction(binary: binary, bundle: bundle, namespace: creation.namespace, id: creation.id)
                     }
-                    removeBundle(bundle)
+                    await removeBundle(bundle)
                 }
             }
             logger.debug("task create failed", metadata: ["namespace": "\(creation.namespace)", "id": "\(creation.id)",
@@ -346,7 +346,7 @@ public final class ShimManager: Sendable {
             _ = await runDeleteAction(binary: task.binary, bundle: task.bundle, namespace: task.namespace, id: task.id)
         }
         task.log?.stop()
-        removeBundle(task.bundle)
+        await removeBundle(task.bundle)
     }
 
     /// Takes the task out of the table if `token` still names it there; whoever gets it cleans up.
@@ -382,8 +382,10 @@ public final class ShimManager: Sendable {
         return try? Containerd_Task_V2_DeleteResponse(serializedBytes: output.stdout)
     }
 
-    private func removeBundle(_ bundle: Bundle) {
-        do { try bundle.remove() } catch {
+    /// Unmounts the rootfs and removes the bundle, on a blocking thread (not the executor that
+    /// serves every call).
+    private func removeBundle(_ bundle: Bundle) async {
+        do { try await runBlocking { () throws(BerthError) in try bundle.remove() } } catch {
             logger.error("cannot remove bundle", metadata: ["bundle": "\(bundle.path)", "error": "\(error)"])
         }
     }
@@ -420,7 +422,7 @@ public final class ShimManager: Sendable {
         delete.exitStatus = status
         delete.exitedAt = exitedAt
         publish(namespace.name, Self.deleteTopic, delete)
-        removeBundle(bundle)
+        await removeBundle(bundle)
     }
 
     /// A killed shim leaves its socket file (runc's shim keeps it under /run/containerd/s); it
@@ -463,7 +465,7 @@ public final class ShimManager: Sendable {
     private func recoverTask(namespace: Namespace, id: String, bundle: Bundle) async -> Bool {
         let metadata: Logger.Metadata = ["namespace": "\(namespace)", "id": "\(id)"]
         if FileSystem.list(bundle.path).isEmpty {
-            removeBundle(bundle)
+            await removeBundle(bundle)
             return false
         }
         var runtime = ""
