@@ -39,7 +39,8 @@ struct BinaryLogger: Equatable {
     ///
     /// - Returns: the write ends of the stdout and stderr pipes, for the runtime.
     /// - Throws: `BerthError.internal` when a pipe cannot be made, the program cannot start, or
-    ///   it exits or stays silent before it is ready.
+    ///   it neither writes to nor closes descriptor 5 within ``readyTimeoutMilliseconds`` (one that
+    ///   exits closes it, and counts as ready, as with containerd).
     func start(id: String, namespace: String) throws(BerthError) -> (stdout: Int32, stderr: Int32) {
         let stdout = try makePipe()
         let stderr: (read: Int32, write: Int32)

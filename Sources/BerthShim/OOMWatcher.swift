@@ -13,8 +13,9 @@ import Glibc
 /// - cgroup v2: inotify on the cgroup's `memory.events`; an OOM is reported when its `oom_kill`
 ///   counter has grown since the last look.
 ///
-/// One thread (started with the first watch) polls every watched descriptor plus a wake-up pipe.
-/// Descriptors are closed on that thread only, so `poll` never sees a closed or reused one.
+/// The descriptors are read on ``PollThread/shared`` (the thread that also reads the shim's
+/// ttrpc client connection). A watch's descriptor is closed by whoever takes the watch out of the
+/// table: ``remove(containerID:)`` through `unwatch`, or the poll thread when the cgroup has gone.
 /// Containers are watched from Create (the cgroup exists once `runc create` returns, before the
 /// process runs) until Delete.
 final class OOMWatcher: Sendable {
@@ -27,26 +28,20 @@ final class OOMWatcher: Sendable {
     }
 
     private struct Watch {
-        var containerID: String
         var target: Target
         var fd: Int32
         /// v2: the last `oom_kill` count seen.
         var oomKills: UInt64
     }
 
-    private struct State {
-        var watches: [String: Watch] = [:]
-        /// Descriptors of removed watches, for the thread to close.
-        var retired: [Int32] = []
-        /// The wake-up pipe (read, write); created with the thread.
-        var wake: (Int32, Int32)?
-    }
-
-    private let state = ConditionLock(State())
+    /// Watches by container id.
+    private let watches = ConditionLock<[String: Watch]>([:])
+    private let poller: PollThread
     private let onOOM: @Sendable (String) -> Void
 
-    /// - Parameter onOOM: called with the container id on the watcher's thread.
-    init(onOOM: @escaping @Sendable (String) -> Void) {
+    /// - Parameter onOOM: called with the container id on the poll thread.
+    init(poller: PollThread = .shared, onOOM: @escaping @Sendable (String) -> Void) {
+        self.poller = poller
         self.onOOM = onOOM
     }
 
@@ -102,14 +97,17 @@ final class OOMWatcher: Sendable {
             }
             oomKills = readText(events).map(Self.oomKills(memoryEvents:)) ?? 0
         }
-        do throws(BerthError) {
-            let wake = try ensureThread()
-            state.update { state in
-                if let old = state.watches.removeValue(forKey: id) { state.retired.append(old.fd) }
-                state.watches[id] = Watch(containerID: id, target: target, fd: fd, oomKills: oomKills)
-            }
-            Self.poke(wake)
+        let replaced = watches.update { watches -> Watch? in
+            defer { watches[id] = Watch(target: target, fd: fd, oomKills: oomKills) }
+            return watches[id]
+        }
+        if let replaced { poller.unwatch(replaced.fd) { close(replaced.fd) } }
+        do {
+            try poller.watch(fd) { [self] fd in fired(containerID: id, fd: fd) }
         } catch {
+            watches.update { watches in
+                if watches[id]?.fd == fd { watches[id] = nil }
+            }
             close(fd)
             throw error
         }
@@ -117,12 +115,8 @@ final class OOMWatcher: Sendable {
 
     /// Stops watching container `id` (no-op when it is not watched).
     func remove(containerID id: String) {
-        let wake = state.update { state -> (Int32, Int32)? in
-            guard let old = state.watches.removeValue(forKey: id) else { return nil }
-            state.retired.append(old.fd)
-            return state.wake
-        }
-        if let wake { Self.poke(wake) }
+        guard let old = watches.update({ $0.removeValue(forKey: id) }) else { return }
+        poller.unwatch(old.fd) { close(old.fd) }
     }
 
     /// cgroup v1: `<eventfd> <fd of memory.oom_control>` written to `cgroup.event_control`.
@@ -148,96 +142,42 @@ final class OOMWatcher: Sendable {
         return eventFD
     }
 
-    private func ensureThread() throws(BerthError) -> (Int32, Int32) {
-        try state.update { (state: inout State) throws(BerthError) -> (Int32, Int32) in
-            if let wake = state.wake { return wake }
-            var fds: [Int32] = [-1, -1]
-            guard pipe2(&fds, O_CLOEXEC | O_NONBLOCK) == 0 else { throw errnoError("oom watch: pipe") }
-            let wake = (fds[0], fds[1])
-            do throws(BerthError) {
-                try startThread(name: "oom") { [self] in run(wakeFD: wake.0) }
-            } catch {
-                close(fds[0])
-                close(fds[1])
-                throw error
-            }
-            state.wake = wake
-            return wake
+    // MARK: On the poll thread
+
+    /// A watched descriptor woke up: drain it and decide whether it was an OOM.
+    private func fired(containerID id: String, fd: Int32) -> PollThread.Next {
+        // The eventfd counter or the inotify events; both descriptors are non-blocking.
+        withUnsafeTemporaryAllocation(byteCount: 4096, alignment: 8) { buffer in
+            while read(fd, buffer.baseAddress, buffer.count) > 0 {}
         }
-    }
-
-    private static func poke(_ wake: (Int32, Int32)) {
-        var byte: UInt8 = 1
-        _ = write(wake.1, &byte, 1)
-    }
-
-    // MARK: The thread
-
-    private func run(wakeFD: Int32) {
-        var scratch = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let (watches, retired) = state.update { state -> ([Watch], [Int32]) in
-                let retired = state.retired
-                state.retired.removeAll()
-                return (Array(state.watches.values), retired)
-            }
-            for fd in retired { close(fd) }
-            var fds = [pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
-            fds += watches.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
-            if poll(&fds, nfds_t(fds.count), -1) < 0 {
-                if errno == EINTR { continue }
-                log("berth-shim: oom watch: poll: \(String(cString: strerror(errno)))")
-                sleep(for: .seconds(1))
-                continue
-            }
-            if fds[0].revents != 0 {
-                while scratch.withUnsafeMutableBytes({ read(wakeFD, $0.baseAddress, $0.count) }) > 0 {}
-            }
-            for (index, watch) in watches.enumerated() where fds[index + 1].revents != 0 {
-                // Drain the descriptor (eventfd counter or inotify events); both are non-blocking.
-                while scratch.withUnsafeMutableBytes({ read(watch.fd, $0.baseAddress, $0.count) }) > 0 {}
-                fired(watch)
-            }
-        }
-    }
-
-    /// A watched descriptor woke up: decide whether it was an OOM (on the watcher's thread).
-    private func fired(_ watch: Watch) {
+        // A watch removed or replaced meanwhile: its unwatch closes the descriptor.
+        guard let watch = watches.update({ $0[id] }), watch.fd == fd else { return .keep }
         switch watch.target {
         case .v1(let directory):
-            guard access(directory + "/memory.oom_control", F_OK) == 0 else {
-                // The cgroup was removed: the kernel's last signal, not an OOM.
-                remove(containerID: watch.containerID, fd: watch.fd)
-                return
-            }
-            if isCurrent(watch) { onOOM(watch.containerID) }
+            // The cgroup was removed: the kernel's last signal, not an OOM.
+            guard access(directory + "/memory.oom_control", F_OK) == 0 else { return dropGone(containerID: id, fd: fd) }
+            onOOM(id)
         case .v2(let directory):
-            guard let text = readText(directory + "/memory.events") else {
-                remove(containerID: watch.containerID, fd: watch.fd)
-                return
-            }
+            guard let text = readText(directory + "/memory.events") else { return dropGone(containerID: id, fd: fd) }
             let count = Self.oomKills(memoryEvents: text)
-            let grew = state.update { state -> Bool in
-                guard var current = state.watches[watch.containerID], current.fd == watch.fd else { return false }
-                defer { state.watches[watch.containerID] = current }
-                guard count > current.oomKills else { return false }
+            let grew = watches.update { watches -> Bool in
+                guard var current = watches[id], current.fd == fd, count > current.oomKills else { return false }
                 current.oomKills = count
+                watches[id] = current
                 return true
             }
-            if grew { onOOM(watch.containerID) }
+            if grew { onOOM(id) }
         }
+        return .keep
     }
 
-    private func isCurrent(_ watch: Watch) -> Bool {
-        state.update { $0.watches[watch.containerID]?.fd == watch.fd }
-    }
-
-    /// Drops a watch whose cgroup is gone, unless it was replaced meanwhile.
-    private func remove(containerID id: String, fd: Int32) {
-        state.update { state in
-            guard state.watches[id]?.fd == fd else { return }
-            state.watches[id] = nil
-            state.retired.append(fd)
+    /// Drops a watch whose cgroup is gone, unless it was removed or replaced meanwhile.
+    private func dropGone(containerID id: String, fd: Int32) -> PollThread.Next {
+        let owned = watches.update { watches -> Bool in
+            guard watches[id]?.fd == fd else { return false }
+            watches[id] = nil
+            return true
         }
+        return owned ? .stop { close(fd) } : .keep
     }
 }

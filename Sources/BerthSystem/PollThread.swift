@@ -7,7 +7,7 @@ import Synchronization
 /// handler each time it is readable or hung up.
 ///
 /// Readers that would each need a thread of their own share it instead: berthd's connection to
-/// every shim, every shim's log FIFO. A node with many idle containers then costs one sleeping
+/// every shim and every shim's log FIFO; in a shim, its events connection and its OOM watch. A node with many idle containers then costs one sleeping
 /// thread, not one per container, each with a stack and a malloc cache of its own (20 running
 /// containers took berthd's threads from 29 to 9 and its anonymous memory down by about 0.5 MB).
 ///
@@ -111,7 +111,11 @@ public final class PollThread: Sendable {
                 return removals
             }
             for removal in removals { removal.then() }
-            guard poll(&polled, nfds_t(polled.count), -1) > 0 else { continue }
+            guard poll(&polled, nfds_t(polled.count), -1) > 0 else {
+                // Only EINTR is expected; back off from anything else (ENOMEM) instead of spinning.
+                if errno != EINTR { usleep(100_000) }
+                continue
+            }
             if polled[0].revents != 0 {
                 while drain.withUnsafeMutableBytes({ read(wakeFD, $0.baseAddress, $0.count) }) > 0 {}
             }
