@@ -14,7 +14,6 @@ let package = Package(
         .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", exact: "2.9.2"),
         .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", exact: "2.4.1"),
         .package(url: "https://github.com/apple/swift-protobuf.git", exact: "1.39.0"),
-        .package(url: "https://github.com/apple/swift-nio.git", exact: "2.101.3"),
         .package(url: "https://github.com/apple/swift-crypto.git", exact: "3.12.3"),
         .package(url: "https://github.com/apple/swift-log.git", exact: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", exact: "1.8.2"),
@@ -88,15 +87,20 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // gRPC's server transport for berthd: HTTP/2 on unix sockets, no NIO.
+        .target(
+            name: "BerthGRPC",
+            dependencies: [
+                "BerthCore", "BerthSystem", "BerthTTRPC", "CBerthSystem",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+            ]
+        ),
         .target(
             name: "BerthDaemon",
             dependencies: [
                 "BerthAPI", "BerthCore", "BerthSystem", "BerthContent", "BerthMetadata", "BerthSnapshots", "BerthServices", "BerthTTRPC",
-                "BerthRuntime",
+                "BerthRuntime", "BerthGRPC",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
-                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
@@ -140,12 +144,13 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .testTarget(name: "BerthDaemonTests", dependencies: ["BerthDaemon", "BerthTestSupport"]),
         .testTarget(
-            name: "BerthDaemonTests",
+            name: "BerthGRPCTests",
             dependencies: [
-                "BerthDaemon", "BerthTestSupport",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOEmbedded", package: "swift-nio"),
+                "BerthGRPC", "BerthCore",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
             ]
         ),
         .testTarget(

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import BerthContent
 import BerthCore
+import BerthGRPC
 import BerthMetadata
 import BerthRuntime
 import BerthServices
@@ -11,9 +12,7 @@ import BerthSystem
 import BerthTTRPC
 import Foundation
 import GRPCCore
-import GRPCNIOTransportHTTP2Posix
 import Logging
-import NIOPosix
 import ServiceLifecycle
 
 /// berthd assembled: stores opened in dependency order, services wired to them, one gRPC
@@ -119,17 +118,13 @@ public final class Daemon: Sendable {
         await shims.recover()
         // On the way out shims keep running; their connections closing is no death.
         defer { shims.stop() }
-        // One event loop serves every connection and runs the calls' handlers too (see
-        // EventLoopTaskExecutor).
-        let loops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let transport = try makeUnixServerTransport(
+        // Each connection's thread reads its calls and runs their handlers (see GRPCUnixTransport).
+        let transport = try GRPCUnixTransport(
             path: config.grpc.address,
             socketGroup: config.grpc.gid == 0 ? nil : config.grpc.gid,
-            maxMessageSize: config.grpc.maxRecvMessageSize,
-            eventLoopGroup: loops)
+            maxMessageSize: config.grpc.maxRecvMessageSize)
         let server = GRPCServer(transport: transport, services: services, interceptors: [NamespaceInterceptor(), IdleMemoryRelease.Interceptor(release: IdleMemoryRelease(metadata: metadata))])
-        let serving = ServerService(server: server, transport: transport, executor: EventLoopTaskExecutor(loop: loops.next()),
-                                    events: events, address: config.grpc.address, logger: logger)
+        let serving = ServerService(server: server, transport: transport, events: events, address: config.grpc.address, logger: logger)
         let collection = PeriodicCollection(gc: gc, interval: config.gcInterval, logger: logger)
         var configuration = ServiceGroupConfiguration(
             services: [.init(service: serving), .init(service: collection, successTerminationBehavior: .gracefullyShutdownGroup,
@@ -141,7 +136,6 @@ public final class Daemon: Sendable {
         configuration.maximumCancellationDuration = .seconds(5)
         let group = ServiceGroup(configuration: configuration)
         try await group.run()
-        try? await loops.shutdownGracefully()
         try? FileSystem.remove(config.grpc.address)
         try? metadata.close()
         logger.info("berthd stopped")
@@ -156,9 +150,8 @@ private final class GCBox: @unchecked Sendable {
 
 /// The gRPC server as a lifecycle service.
 struct ServerService: Service {
-    let server: GRPCServer<HTTP2ServerTransport.Custom<UnixSocketListener>>
-    let transport: HTTP2ServerTransport.Custom<UnixSocketListener>
-    let executor: EventLoopTaskExecutor
+    let server: GRPCServer<GRPCUnixTransport>
+    let transport: GRPCUnixTransport
     let events: EventBus
     let address: String
     let logger: Logger
@@ -166,8 +159,8 @@ struct ServerService: Service {
     func run() async throws {
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
-                group.addTask { try await withTaskExecutorPreference(executor) { try await server.serve() } }
-                _ = await transport.listeningAddress
+                group.addTask { try await server.serve() }
+                try await transport.waitUntilListening()
                 logger.info("serving containerd API", metadata: ["address": "\(address)"])
             }
         } onGracefulShutdown: {

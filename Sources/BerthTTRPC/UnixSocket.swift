@@ -2,9 +2,9 @@ import Glibc
 import BerthCore
 import BerthSystem
 
-/// Thin unix-socket calls for the client and server. Descriptors are close-on-exec; writes never
-/// raise SIGPIPE.
-enum UnixSocket {
+/// Thin unix-socket calls for ttrpc's client and server and berthd's gRPC listener. Descriptors
+/// are close-on-exec; writes never raise SIGPIPE.
+public enum UnixSocket {
     /// Where a socket lives: a file-system path, or a name in Linux's abstract namespace.
     enum Address: CustomStringConvertible {
         case path(String)
@@ -30,18 +30,19 @@ enum UnixSocket {
         guard rc == 0 else {
             let code = errno
             Glibc.close(fd)
-            throw .unavailable("ttrpc socket \(address): connect: \(errnoText(code))")
+            throw .unavailable("socket \(address): connect: \(errnoText(code))")
         }
         return fd
     }
 
-    /// Binds and listens on a socket file at `path`, as a shim does: creates missing parent
-    /// directories (0711), replaces a stale socket that nobody answers on, and makes the socket 0600.
+    /// Binds and listens on a socket file at `path`: creates missing parent directories (0711),
+    /// replaces a stale socket that nobody answers on, and gives the socket `mode` (0600 for a
+    /// shim's).
     ///
     /// - Throws: `BerthError.alreadyExists` when a live server already answers at `path` or `path`
     ///   is not a socket; `BerthError.invalidArgument` for a path too long; `BerthError.internal`
     ///   for other system errors.
-    static func listen(path: String) throws(BerthError) -> Int32 {
+    public static func listen(path: String, mode: mode_t = 0o600, backlog: Int32 = SOMAXCONN) throws(BerthError) -> Int32 {
         try makeParentDirectories(of: path)
         let address = try socketAddress(.path(path))
         var fd = try makeSocket(.path(path))
@@ -53,8 +54,8 @@ enum UnixSocket {
             rc = withSocketAddress(address) { Glibc.bind(fd, $0, $1) }
         }
         guard rc == 0 else { throw failure(closing: fd, "bind \(path)") }
-        guard Glibc.listen(fd, SOMAXCONN) == 0 else { throw failure(closing: fd, "listen on \(path)") }
-        guard chmod(path, 0o600) == 0 else { throw failure(closing: fd, "chmod \(path)") }
+        guard Glibc.listen(fd, backlog) == 0 else { throw failure(closing: fd, "listen on \(path)") }
+        guard chmod(path, mode) == 0 else { throw failure(closing: fd, "chmod \(path)") }
         return fd
     }
 
@@ -104,7 +105,7 @@ enum UnixSocket {
 
     private static func makeSocket(_ address: Address) throws(BerthError) -> Int32 {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw .internal("ttrpc socket \(address): socket: \(errnoText(errno))") }
+        guard fd >= 0 else { throw .internal("socket \(address): socket: \(errnoText(errno))") }
         return fd
     }
 
@@ -118,7 +119,7 @@ enum UnixSocket {
         }
         let capacity = MemoryLayout.size(ofValue: storage.sun_path)
         guard !name.isEmpty, name.count < capacity else {
-            throw .invalidArgument("ttrpc socket \(address): address must be 1 to \(capacity - 1) bytes")
+            throw .invalidArgument("socket \(address): address must be 1 to \(capacity - 1) bytes")
         }
         withUnsafeMutableBytes(of: &storage.sun_path) { $0.copyBytes(from: name) }
         let pathOffset = MemoryLayout<sockaddr_un>.offset(of: \.sun_path)!
@@ -140,14 +141,14 @@ enum UnixSocket {
         var info = stat()
         guard lstat(path, &info) == 0 else { return }  // gone already: bind again
         guard info.st_mode & S_IFMT == S_IFSOCK else {
-            throw .alreadyExists("ttrpc socket \(path): exists and is not a socket")
+            throw .alreadyExists("socket \(path): exists and is not a socket")
         }
         if let fd = try? connect(to: .path(path)) {
             Glibc.close(fd)
-            throw .alreadyExists("ttrpc socket \(path): a server is already listening")
+            throw .alreadyExists("socket \(path): a server is already listening")
         }
         guard unlink(path) == 0 || errno == ENOENT else {
-            throw .internal("ttrpc socket \(path): remove stale socket: \(errnoText(errno))")
+            throw .internal("socket \(path): remove stale socket: \(errnoText(errno))")
         }
     }
 
@@ -158,7 +159,7 @@ enum UnixSocket {
             prefix += index == 0 ? String(component) : "/\(component)"
             guard !component.isEmpty, component != "." else { continue }
             if mkdir(prefix, 0o711) != 0, errno != EEXIST {
-                throw .internal("ttrpc socket \(path): create directory \(prefix): \(errnoText(errno))")
+                throw .internal("socket \(path): create directory \(prefix): \(errnoText(errno))")
             }
         }
     }
@@ -166,6 +167,6 @@ enum UnixSocket {
     private static func failure(closing fd: Int32, _ what: String) -> BerthError {
         let code = errno
         Glibc.close(fd)
-        return .internal("ttrpc socket: \(what): \(errnoText(code))")
+        return .internal("socket: \(what): \(errnoText(code))")
     }
 }

@@ -3,14 +3,14 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-import BerthCore  // BerthError; reached through BerthDaemon and BerthTestSupport
-import BerthDaemon
+import BerthCore
+@testable import BerthGRPC
 import Dispatch
 import Testing
 
-/// `makeUnixServerTransport` on a real socket: path checks, the lock, the socket's mode, and
-/// PING answering through the whole gRPC pipeline.
-@Suite struct ListenerTests {
+/// `GRPCUnixTransport` on a real socket: path checks, the lock, the socket's mode, and PING
+/// answering.
+@Suite struct TransportTests {
     /// A fresh directory under /tmp, removed by the caller.
     static func makeTempDir() throws -> String {
         var template = Array("/tmp/berth-listener-XXXXXX".utf8CString)
@@ -32,13 +32,13 @@ import Testing
         let long = "/tmp/" + String(repeating: "a", count: 103)  // 108 bytes
         #expect(long.utf8.count == 108)
         do throws(BerthError) {
-            _ = try makeUnixServerTransport(path: long)
+            _ = try GRPCUnixTransport(path: long)
             Issue.record("a 108-byte path was accepted")
         } catch {
             #expect(error.code == .invalidArgument)
             #expect(error.message.contains("107"))
         }
-        #expect(throws: BerthError.self) { try UnixSocketListener.validate(path: "") }
+        #expect(throws: BerthError.self) { try GRPCUnixTransport.validate(path: "") }
     }
 
     @Test func lockHeldElsewhereFailsWithAClearError() throws {
@@ -53,7 +53,7 @@ import Testing
         #expect(flock(fd, LOCK_EX | LOCK_NB) == 0)
 
         do throws(BerthError) {
-            _ = try makeUnixServerTransport(path: socket)
+            _ = try GRPCUnixTransport(path: socket)
             Issue.record("a held lock was ignored")
         } catch {
             #expect(error.code == .unavailable)
@@ -67,12 +67,12 @@ import Testing
         let socket = dir + "/sub/berthd.sock"  // the parent does not exist yet
 
         // The process's own group: a chown any owner may do, so the test needs no root.
-        let transport = try makeUnixServerTransport(path: socket, socketGroup: getgid())
+        let transport = try GRPCUnixTransport(path: socket, socketGroup: getgid())
         // Taking the lock again in this process is fine (a restarted server, a second transport).
-        _ = try makeUnixServerTransport(path: socket)
+        _ = try GRPCUnixTransport(path: socket)
 
         let listening = Task { try await transport.listen { _, _ in } }
-        _ = await transport.listeningAddress
+        try await transport.waitUntilListening()
 
         var info = stat()
         #expect(stat(socket, &info) == 0)
@@ -86,7 +86,7 @@ import Testing
         #expect(flock(probe, LOCK_EX | LOCK_NB) != 0)
         close(probe)
 
-        // 500 PINGs in one connection: nio-http2 alone would answer the 201st with GOAWAY.
+        // 500 PINGs in one connection, as grpc-go's BDP estimation sends during a long upload.
         let count = 500
         let frames = try await Self.offThread { try Self.pingExchange(socket: socket, pings: count) }
         let acks = frames.filter { $0.type == 6 && $0.flags & 1 == 1 }
