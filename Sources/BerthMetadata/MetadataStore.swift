@@ -114,6 +114,7 @@ enum Codec {
 
     static func labels(_ text: String?) -> [String: String] {
         guard let text, text != "{}" else { return [:] }
+        if let labels = LabelsJSON.decode(text) { return labels }
         return (try? JSONDecoder().decode([String: String].self, from: Data(text.utf8))) ?? [:]
     }
 

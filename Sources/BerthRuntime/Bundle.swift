@@ -30,7 +30,8 @@ struct Bundle: Sendable {
         try FileSystem.makeDirectory(bundle.path, mode: 0o700)
         chmod(bundle.path, 0o700)
         do {
-            try FileSystem.writeAtomically(spec, to: bundle.configPath, mode: 0o644)
+            // The state directory does not outlive a reboot, so nothing here needs fsync.
+            try FileSystem.writeAtomically(spec, to: bundle.configPath, mode: 0o644, durable: false)
             try FileSystem.makeDirectory(bundle.rootfsPath, mode: 0o711)
             chmod(bundle.rootfsPath, 0o711)
         } catch {
@@ -42,7 +43,7 @@ struct Bundle: Sendable {
 
     /// Records the binary that serves this task, for cleanup after a restart.
     func writeBinaryPath(_ binary: String) throws(BerthError) {
-        try FileSystem.writeAtomically(Array(binary.utf8), to: binaryPathFile, mode: 0o600)
+        try FileSystem.writeAtomically(Array(binary.utf8), to: binaryPathFile, mode: 0o600, durable: false)
     }
 
     /// The recorded shim binary, if any.

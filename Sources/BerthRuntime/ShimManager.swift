@@ -105,6 +105,8 @@ public final class ShimManager: Sendable {
     private let metadata: MetadataStore?
     private let table = Mutex<[Key: Entry]>([:])
     private let nextToken = Atomic<UInt64>(0)
+    /// berthd's environment, read once: shims inherit it.
+    private let inheritedEnvironment = ProcessInfo.processInfo.environment
     private let stopping = Atomic<Bool>(false)
 
     /// How long `Shutdown` may take before the shim is left to itself (containerd's
@@ -292,7 +294,7 @@ public final class ShimManager: Sendable {
     }
 
     private func shimEnvironment(namespace: Namespace) -> [String: String] {
-        var environment = ProcessInfo.processInfo.environment
+        var environment = inheritedEnvironment
         environment["TTRPC_ADDRESS"] = configuration.ttrpcAddress
         environment["GRPC_ADDRESS"] = configuration.grpcAddress
         environment["NAMESPACE"] = namespace.name

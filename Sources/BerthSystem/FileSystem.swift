@@ -8,19 +8,24 @@ import BerthCore
 /// Thin, synchronous file-system calls that report failures as `BerthError`.
 ///
 /// Every state file and blob commit that must survive a crash goes through
-/// ``writeAtomically(_:to:mode:)`` or ``commitRename(from:to:)``: data reaches the disk before the
+/// ``writeAtomically(_:to:mode:durable:)`` or ``commitRename(from:to:)``: data reaches the disk before the
 /// name does, so a crash leaves the old file or the new one, never a torn mix.
 public enum FileSystem {
     /// Writes `bytes` to a temp file beside `path`, fsyncs it, renames it over `path` and fsyncs
-    /// the directory.
-    public static func writeAtomically(_ bytes: some Collection<UInt8>, to path: String, mode: mode_t = 0o644) throws(BerthError) {
+    /// the directory. With `durable` false it skips both fsyncs: readers and a crash of the process
+    /// still see the old file or the new one, but a power loss may leave neither. That suits files
+    /// of the state directory (tmpfs, like containerd's `/run/containerd`), which a reboot empties
+    /// anyway.
+    public static func writeAtomically(
+        _ bytes: some Collection<UInt8>, to path: String, mode: mode_t = 0o644, durable: Bool = true
+    ) throws(BerthError) {
         let directory = parentDirectory(of: path)
         let temp = "\(path).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
         guard fd >= 0 else { throw errnoError("create \(temp)") }
         do throws(BerthError) {
             try writeAll(fd: fd, Array(bytes))
-            guard fsync(fd) == 0 else { throw errnoError("fsync \(temp)") }
+            guard !durable || fsync(fd) == 0 else { throw errnoError("fsync \(temp)") }
             close(fd)
         } catch {
             close(fd)
@@ -32,7 +37,7 @@ public enum FileSystem {
             unlink(temp)
             throw error
         }
-        try syncDirectory(directory)
+        if durable { try syncDirectory(directory) }
     }
 
     /// Renames a fully written and fsynced file into place and makes the rename durable.
