@@ -93,7 +93,8 @@ let package = Package(
             dependencies: [
                 "BerthCore", "BerthSystem", "BerthTTRPC", "CBerthSystem",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
-            ]
+            ],
+            exclude: ["README.md"]
         ),
         .target(
             name: "BerthDaemon",

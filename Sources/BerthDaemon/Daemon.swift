@@ -123,7 +123,9 @@ public final class Daemon: Sendable {
             path: config.grpc.address,
             socketGroup: config.grpc.gid == 0 ? nil : config.grpc.gid,
             maxMessageSize: config.grpc.maxRecvMessageSize)
-        let server = GRPCServer(transport: transport, services: services, interceptors: [NamespaceInterceptor(), IdleMemoryRelease.Interceptor(release: IdleMemoryRelease(metadata: metadata))])
+        let idle = IdleMemoryRelease(metadata: metadata)
+        let server = GRPCServer(transport: transport, services: services,
+                                interceptors: [NamespaceInterceptor(afterEachCall: { idle.noteCall() })])
         let serving = ServerService(server: server, transport: transport, events: events, address: config.grpc.address, logger: logger)
         let collection = PeriodicCollection(gc: gc, interval: config.gcInterval, logger: logger)
         var configuration = ServiceGroupConfiguration(

@@ -60,18 +60,4 @@ final class IdleMemoryRelease: Sendable {
         }
         await release()
     }
-
-    /// The interceptor that reports every call (at its end) to `release`.
-    struct Interceptor: ServerInterceptor {
-        let release: IdleMemoryRelease
-
-        func intercept<Input: Sendable, Output: Sendable>(
-            request: StreamingServerRequest<Input>,
-            context: ServerContext,
-            next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
-        ) async throws -> StreamingServerResponse<Output> {
-            defer { release.noteCall() }
-            return try await next(request, context)
-        }
-    }
 }

@@ -20,7 +20,13 @@ public enum RequestContext {
 /// Lifts the namespace and lease out of metadata into ``RequestContext`` for the whole call,
 /// including the response stream a handler produces after `next` returns.
 public struct NamespaceInterceptor: ServerInterceptor {
-    public init() {}
+    private let afterEachCall: @Sendable () -> Void
+
+    /// `afterEachCall` runs when each call's handler has returned (berthd's idle memory release
+    /// counts calls there, saving an interceptor of its own on every call).
+    public init(afterEachCall: @escaping @Sendable () -> Void = {}) {
+        self.afterEachCall = afterEachCall
+    }
 
     public func intercept<Input: Sendable, Output: Sendable>(
         request: StreamingServerRequest<Input>,
@@ -29,6 +35,7 @@ public struct NamespaceInterceptor: ServerInterceptor {
     ) async throws -> StreamingServerResponse<Output> {
         let namespace = request.metadata[stringValues: RequestContext.namespaceKey].first(where: { _ in true }) ?? "default"
         let lease = request.metadata[stringValues: RequestContext.leaseKey].first(where: { _ in true })
+        defer { afterEachCall() }
         return try await RequestContext.$namespace.withValue(namespace) {
             try await RequestContext.$lease.withValue(lease) {
                 var response = try await next(request, context)
