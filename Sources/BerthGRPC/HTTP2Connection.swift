@@ -64,6 +64,10 @@ final class HTTP2Connection: TaskExecutor, @unchecked Sendable {
         var deframer = MessageDeframer()
         /// A writer suspended for flow control or output space.
         var writer: UnsafeContinuation<Void, any Error>?
+        /// The handler's task, cancelled when the stream is reset or the connection lost:
+        /// GRPCCore's cancellation handle only informs, and a handler waiting for events would
+        /// otherwise wait (and hold this connection's thread) forever.
+        var task: Task<Void, Never>?
     }
 
     private struct State {
@@ -494,10 +498,17 @@ final class HTTP2Connection: TaskExecutor, @unchecked Sendable {
             outbound: RPCWriter.Closable(wrapping: ResponseWriter(connection: self, streamID: streamID)))
         let context = ServerContext(descriptor: descriptor, remotePeer: peer, localPeer: peer, cancellation: cancellation)
         let handler = self.handler
-        Task(executorPreference: self) {
+        let task = Task(executorPreference: self) {
             await handler(stream, context)
             self.handlerFinished(streamID)
         }
+        // A connection lost (closed from another thread) before this point found no task to cancel.
+        let cancelled = state.withLock { state -> Bool in
+            guard state.streams[streamID] != nil else { return false }
+            state.streams[streamID]!.task = task
+            return state.broken != nil
+        }
+        if cancelled { task.cancel() }
     }
 
     /// `/package.Service/Method` into a descriptor.
@@ -651,7 +662,7 @@ final class HTTP2Connection: TaskExecutor, @unchecked Sendable {
 
     /// The client reset a stream, or this end does (with `sending`): the call is cancelled.
     private func reset(_ streamID: UInt32, sending code: HTTP2.ErrorCode? = nil) {
-        let found = state.withLock { state -> (RequestInbox, ServerContext.RPCCancellationHandle, UnsafeContinuation<Void, any Error>?)? in
+        let found = state.withLock { state -> (RequestInbox, ServerContext.RPCCancellationHandle, UnsafeContinuation<Void, any Error>?, Task<Void, Never>?)? in
             guard var stream = state.streams[streamID] else { return nil }
             if let code, !stream.localClosed { HTTP2.appendRSTStream(streamID: streamID, code: code, to: &state.output) }
             stream.localClosed = true
@@ -661,13 +672,14 @@ final class HTTP2Connection: TaskExecutor, @unchecked Sendable {
             let writer = stream.writer
             stream.writer = nil
             state.streams[streamID] = stream
-            return (stream.inbox, stream.cancellation, writer)
+            return (stream.inbox, stream.cancellation, writer, stream.task)
         }
-        guard let (inbox, cancellation, writer) = found else { return }
+        guard let (inbox, cancellation, writer, task) = found else { return }
         let error = RPCError(code: .cancelled, message: "the client cancelled the call")
         inbox.finish(throwing: error)
         writer?.resume(throwing: error)
         cancellation.cancel()
+        task?.cancel()
     }
 
     /// The connection is over: every call is cancelled and every writer fails.
@@ -688,6 +700,7 @@ final class HTTP2Connection: TaskExecutor, @unchecked Sendable {
             stream.inbox.finish(throwing: error)
             stream.writer?.resume(throwing: error)
             stream.cancellation.cancel()
+            stream.task?.cancel()
         }
     }
 

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import BerthGRPC
+@testable import BerthGRPC
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import Synchronization
@@ -21,6 +21,10 @@ import Testing
     static let fail = MethodDescriptor(fullyQualifiedService: "test.Echo", method: "Fail")
     static let count = MethodDescriptor(fullyQualifiedService: "test.Echo", method: "Count")
     static let collect = MethodDescriptor(fullyQualifiedService: "test.Echo", method: "Collect")
+    static let wait = MethodDescriptor(fullyQualifiedService: "test.Echo", method: "Wait")
+
+    /// How many Wait handlers have started and how many saw their task cancelled.
+    static let waits = Mutex((started: 0, cancelled: 0))
 
     /// Echo returns its request and metadata; Fail answers with the status the request names;
     /// Count streams N messages of 1 KiB; Collect sums the sizes of a client stream.
@@ -49,6 +53,16 @@ import Testing
                     return [:]
                 }
             }
+            router.registerHandler(forMethod: ServerTests.wait, deserializer: Bytes(), serializer: Bytes()) { request, _ in
+                // Waits for nothing, as an events subscription with no events does.
+                ServerTests.waits.withLock { $0.started += 1 }
+                await withTaskCancellationHandler {
+                    try? await Task.sleep(for: .seconds(3600))
+                } onCancel: {
+                    ServerTests.waits.withLock { $0.cancelled += 1 }
+                }
+                return StreamingServerResponse { _ in [:] }
+            }
             router.registerHandler(forMethod: ServerTests.collect, deserializer: Bytes(), serializer: Bytes()) { request, _ in
                 var total = 0
                 for try await part in request.messages { total += part.count }
@@ -58,6 +72,10 @@ import Testing
     }
 
     static func withServer(_ body: (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> Void) async throws {
+        try await withServer { client, _ in try await body(client) }
+    }
+
+    static func withServer(_ body: (GRPCClient<HTTP2ClientTransport.Posix>, String) async throws -> Void) async throws {
         var template = Array("/tmp/berth-grpc-XXXXXX".utf8CString)
         let dir = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
         let socket = dir + "/s.sock"
@@ -75,7 +93,7 @@ import Testing
             let client = GRPCClient(transport: clientTransport)
             group.addTask { try await client.runConnections() }
             do {
-                try await body(client)
+                try await body(client, socket)
             } catch {
                 client.beginGracefulShutdown()
                 server.beginGracefulShutdown()
@@ -189,6 +207,64 @@ import Testing
                 #expect([.deadlineExceeded, .cancelled].contains(error.code))
             }
             #expect(try await Self.unary(client, Self.echo, [8]).0 == [8])
+        }
+    }
+
+    /// Waits up to 5 s for `count` Wait handlers to have been cancelled.
+    static func waitForCancelledHandlers(_ count: Int) async throws -> Bool {
+        for _ in 0..<500 {
+            if waits.withLock({ $0.cancelled }) >= count { return true }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        return false
+    }
+
+    /// A handler waiting for nothing ends when its client goes: by RST_STREAM, or by closing the
+    /// connection. Otherwise it would hold its connection's thread for good.
+    @Test func handlersOfCallsTheClientAbandonsAreCancelled() async throws {
+        let before = Self.waits.withLock { $0.cancelled }
+        try await Self.withServer { client, socket in
+            let call = Task {
+                try await client.serverStreaming(
+                    request: ClientRequest(message: []), descriptor: Self.wait, serializer: Bytes(), deserializer: Bytes(),
+                    options: .defaults
+                ) { response in for try await _ in response.messages {} }
+            }
+            try await Task.sleep(for: .milliseconds(200))
+            call.cancel()
+            _ = await call.result
+            #expect(try await Self.waitForCancelledHandlers(before + 1), "reset stream: handler still waiting")
+
+            // A raw client: preface, SETTINGS, HEADERS for Wait and an empty message; then it hangs up.
+            var block: [UInt8] = []
+            HPACK.appendIndexed(3, to: &block)  // :method: POST
+            HPACK.appendIndexed(6, to: &block)  // :scheme: http
+            HPACK.appendLiteral(name: ":path", value: "/test.Echo/Wait", nameIndex: 4, to: &block)
+            HPACK.appendLiteral(name: "content-type", value: "application/grpc", nameIndex: 31, to: &block)
+            var out = HTTP2.clientPreface
+            HTTP2.appendSettings([], to: &out)
+            HTTP2.appendHeaders(block, streamID: 1, endStream: false, maxFrameSize: 16384, to: &out)
+            HTTP2.appendFrameHeader(length: 5, type: .data, flags: HTTP2.Flags.endStream, streamID: 1, to: &out)
+            out += [0, 0, 0, 0, 0]
+            let fd = { () -> Int32 in
+                let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+                var address = sockaddr_un()
+                address.sun_family = sa_family_t(AF_UNIX)
+                withUnsafeMutableBytes(of: &address.sun_path) { raw in
+                    for (i, byte) in socket.utf8.enumerated() { raw[i] = byte }
+                }
+                _ = withUnsafePointer(to: &address) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+                }
+                return fd
+            }()
+            let started = Self.waits.withLock { $0.started }
+            #expect(out.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } == out.count)
+            for _ in 0..<500 where Self.waits.withLock({ $0.started }) < started + 1 {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            close(fd)
+            #expect(try await Self.waitForCancelledHandlers(before + 2), "lost connection: handler still waiting")
         }
     }
 }
