@@ -114,8 +114,17 @@ enum Codec {
 
     static func labels(_ text: String?) -> [String: String] {
         guard let text, text != "{}" else { return [:] }
-        if let labels = LabelsJSON.decode(text) { return labels }
-        return (try? JSONDecoder().decode([String: String].self, from: Data(text.utf8))) ?? [:]
+        // The columns hold what `encode` wrote: an object of strings, read without Foundation.
+        if let object = (try? JSONValue(parsing: text))?.objectValue {
+            var labels: [String: String] = [:]
+            labels.reserveCapacity(object.count)
+            for (key, value) in object {
+                guard let string = value.stringValue else { return [:] }
+                labels[key] = string
+            }
+            return labels
+        }
+        return [:]
     }
 
     static func encode(_ extensions: [String: TypedValue]) -> String {

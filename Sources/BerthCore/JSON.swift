@@ -1,7 +1,6 @@
-import BerthCore
-
 /// A minimal JSON value and parser (no Foundation): enough for config.json, runc's log.json and
-/// `runc ps`/`runc state` output.
+/// `runc ps`/`runc state` output in the shim, and for the label maps berthd stores as JSON (read on
+/// nearly every call, where Foundation's JSONDecoder cost a twentieth of the daemon's CPU).
 public enum JSONValue: Sendable, Hashable {
     case null
     case bool(Bool)
