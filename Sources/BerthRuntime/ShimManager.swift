@@ -384,8 +384,8 @@ public final class ShimManager: Sendable {
         return try? Containerd_Task_V2_DeleteResponse(serializedBytes: output.stdout)
     }
 
-    /// Unmounts the rootfs and removes the bundle, on a blocking thread (not the executor that
-    /// serves every call).
+    /// Unmounts the rootfs and removes the bundle, on a blocking thread (not the connection's
+    /// thread, which reads and answers that client's other calls).
     private func removeBundle(_ bundle: Bundle) async {
         do { try await runBlocking { () throws(BerthError) in try bundle.remove() } } catch {
             logger.error("cannot remove bundle", metadata: ["bundle": "\(bundle.path)", "error": "\(error)"])
