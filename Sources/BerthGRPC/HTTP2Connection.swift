@@ -909,6 +909,9 @@ struct ResponseWriter: ClosableRPCWriterProtocol {
 
 /// Splits a stream's DATA into gRPC messages: a flag byte (compressed or not), a 4-byte
 /// big-endian length, the message.
+///
+/// A message spread over many frames (a 1 MiB `Content/Write` comes in 64 of 16 KiB) is gathered
+/// by appending each frame once; it is copied out when complete.
 struct MessageDeframer {
     private var buffer: [UInt8] = []
 
@@ -916,27 +919,49 @@ struct MessageDeframer {
 
     mutating func append(_ bytes: ArraySlice<UInt8>, maxMessageSize: Int) throws(RPCError) -> [[UInt8]] {
         var messages: [[UInt8]] = []
-        // The common case, whole messages in one frame, needs no buffering.
-        var input = bytes
-        if !buffer.isEmpty {
-            buffer.append(contentsOf: bytes)
-            input = buffer[...]
+        if buffer.isEmpty {
+            // The common case, whole messages in one frame, needs no buffering.
+            let rest = try Self.split(bytes, maxMessageSize: maxMessageSize, into: &messages)
+            buffer.append(contentsOf: rest)
+            return messages
         }
+        buffer.append(contentsOf: bytes)
+        // Nothing to split until the message the buffer starts with is complete.
+        if buffer.count >= 5 {
+            let length = Self.length(buffer[...])
+            guard length <= maxMessageSize else { throw Self.tooLarge(length, maxMessageSize) }
+            guard buffer.count >= 5 + length else { return messages }
+        } else {
+            return messages
+        }
+        let rest = try Self.split(buffer[...], maxMessageSize: maxMessageSize, into: &messages)
+        buffer = Array(rest)
+        return messages
+    }
+
+    /// Appends the complete messages at the start of `input` to `messages`; returns the rest.
+    private static func split(_ input: ArraySlice<UInt8>, maxMessageSize: Int, into messages: inout [[UInt8]]) throws(RPCError) -> ArraySlice<UInt8> {
+        var input = input
         while input.count >= 5 {
             let start = input.startIndex
             guard input[start] == 0 else {
                 throw RPCError(code: .unimplemented, message: "compressed messages are not supported")
             }
-            let length = Int(input[start + 1]) << 24 | Int(input[start + 2]) << 16 | Int(input[start + 3]) << 8 | Int(input[start + 4])
-            guard length <= maxMessageSize else {
-                throw RPCError(code: .resourceExhausted,
-                               message: "message of \(length) bytes is larger than the limit of \(maxMessageSize)")
-            }
+            let length = Self.length(input)
+            guard length <= maxMessageSize else { throw tooLarge(length, maxMessageSize) }
             guard input.count >= 5 + length else { break }
             messages.append(Array(input[(start + 5)..<(start + 5 + length)]))
             input = input[(start + 5 + length)...]
         }
-        buffer = Array(input)
-        return messages
+        return input
+    }
+
+    private static func length(_ input: ArraySlice<UInt8>) -> Int {
+        let start = input.startIndex
+        return Int(input[start + 1]) << 24 | Int(input[start + 2]) << 16 | Int(input[start + 3]) << 8 | Int(input[start + 4])
+    }
+
+    private static func tooLarge(_ length: Int, _ limit: Int) -> RPCError {
+        RPCError(code: .resourceExhausted, message: "message of \(length) bytes is larger than the limit of \(limit)")
     }
 }
