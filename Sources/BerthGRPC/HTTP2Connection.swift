@@ -78,6 +78,8 @@ final class HTTP2Connection: TaskExecutor, @unchecked Sendable {
         /// Connection-level credit owed to the client.
         var connectionUncredited = 0
         var output: [UInt8] = []
+        /// A writer waits for `output` to fall below ``outputHighWater``.
+        var outputFull = false
         var lastStreamID: UInt32 = 0
         var goingAway = false
         /// The socket failed or the peer left: every stream is over.
@@ -97,6 +99,9 @@ final class HTTP2Connection: TaskExecutor, @unchecked Sendable {
     // MARK: Loop-only state
 
     private var readBuffer: [UInt8] = []
+    /// Output taken from `state.output`, written from `sendingOffset` on.
+    private var sending: [UInt8] = []
+    private var sendingOffset = 0
     private var scratch = [UInt8](repeating: 0, count: 64 << 10)
     private var readStart = 0
     private var prefaceSeen = false
@@ -197,9 +202,11 @@ final class HTTP2Connection: TaskExecutor, @unchecked Sendable {
         while true {
             runJobs()
             if socketOpen { socketOpen = flush() }
+            let unsent = hasUnsentOutput
             let (done, wantsWrite) = state.withLock { state -> (Bool, Bool) in
-                let over = state.broken != nil || (state.goingAway && state.streams.isEmpty && state.output.isEmpty)
-                return (over && state.streams.isEmpty, !state.output.isEmpty)
+                let drained = state.output.isEmpty && !unsent
+                let over = state.broken != nil || (state.goingAway && state.streams.isEmpty && drained)
+                return (over && state.streams.isEmpty, !drained)
             }
             if done || (!socketOpen && state.withLock({ $0.streams.isEmpty })) { break }
             if jobs.withLock({ !$0.queue.isEmpty }) { continue }
@@ -249,18 +256,23 @@ final class HTTP2Connection: TaskExecutor, @unchecked Sendable {
     }
 
     /// Writes what output there is without blocking. Returns false once the socket has failed.
+    /// What the socket does not take stays in `sending`, written from where it stopped.
     private func flush() -> Bool {
-        var output = state.withLock { state -> [UInt8] in
-            defer { state.output = [] }
-            return state.output
-        }
-        if output.isEmpty { return true }
-        var written = 0
         var failed = false
-        while written < output.count {
-            let n = output.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + written, $0.count - written, Int32(MSG_NOSIGNAL)) }
+        while true {
+            if sendingOffset == sending.count {
+                sendingOffset = 0
+                sending = state.withLock { state -> [UInt8] in
+                    defer { state.output = [] }
+                    return state.output
+                }
+                if sending.isEmpty { break }
+            }
+            let n = sending.withUnsafeBytes {
+                Glibc.send(fd, $0.baseAddress! + sendingOffset, $0.count - sendingOffset, Int32(MSG_NOSIGNAL))
+            }
             if n > 0 {
-                written += n
+                sendingOffset += n
             } else if n < 0 && errno == EINTR {
                 continue
             } else if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -274,18 +286,18 @@ final class HTTP2Connection: TaskExecutor, @unchecked Sendable {
             fail(RPCError(code: .unavailable, message: "connection lost: \(errnoText(errno))"))
             return false
         }
+        // Writers that waited for output space go on; those waiting for a window wait for it.
         let resumed = state.withLock { state -> [UnsafeContinuation<Void, any Error>] in
-            if written < output.count {
-                output.removeFirst(written)
-                output.append(contentsOf: state.output)
-                state.output = output
-            }
-            guard state.output.count < Self.outputHighWater else { return [] }
+            guard state.outputFull, state.output.count < Self.outputHighWater else { return [] }
+            state.outputFull = false
             return Self.takeWriters(&state)
         }
         for writer in resumed { writer.resume() }
         return true
     }
+
+    /// Whether output is waiting for the socket.
+    private var hasUnsentOutput: Bool { sendingOffset < sending.count }
 
     /// Reads what the socket has and handles every complete frame. Returns false at EOF or on a
     /// connection error (after queueing GOAWAY).
@@ -800,6 +812,7 @@ final class HTTP2Connection: TaskExecutor, @unchecked Sendable {
                         return .success(())
                     }
                     state.streams[streamID]!.writer = continuation
+                    if state.output.count >= Self.outputHighWater { state.outputFull = true }
                     return nil
                 }
                 if let ready { continuation.resume(with: ready) }
