@@ -203,19 +203,18 @@ final class HTTP2Connection: TaskExecutor, @unchecked Sendable {
             runJobs()
             if socketOpen { socketOpen = flush() }
             let unsent = hasUnsentOutput
-            let (done, wantsWrite) = state.withLock { state -> (Bool, Bool) in
-                let drained = state.output.isEmpty && !unsent
-                let over = state.broken != nil || (state.goingAway && state.streams.isEmpty && drained)
-                return (over && state.streams.isEmpty, !drained)
+            let (idle, broken, goingAway, drained) = state.withLock { state in
+                (state.streams.isEmpty, state.broken != nil, state.goingAway, state.output.isEmpty && !unsent)
             }
-            if done || (!socketOpen && state.withLock({ $0.streams.isEmpty })) { break }
+            // Over once no call is left and the socket is done with: lost, or drained after GOAWAY.
+            if idle && (broken || !socketOpen || (goingAway && drained)) { break }
             if jobs.withLock({ !$0.queue.isEmpty }) { continue }
-            if !socketOpen || state.withLock({ $0.broken != nil }) {
+            if !socketOpen || broken {
                 // The socket is finished with; only handlers still running keep the thread.
                 socketOpen = false
                 fds[0].fd = -1
             }
-            fds[0].events = Int16(POLLIN) | (wantsWrite ? Int16(POLLOUT) : 0)
+            fds[0].events = Int16(POLLIN) | (drained ? 0 : Int16(POLLOUT))
             fds[0].revents = 0
             fds[1].revents = 0
             guard poll(&fds, 2, -1) >= 0 else {
@@ -302,10 +301,6 @@ final class HTTP2Connection: TaskExecutor, @unchecked Sendable {
     /// Reads what the socket has and handles every complete frame. Returns false at EOF or on a
     /// connection error (after queueing GOAWAY).
     private func readAndProcess() -> Bool {
-        if readStart > 0 && readStart == readBuffer.count {
-            readBuffer.removeAll(keepingCapacity: true)
-            readStart = 0
-        }
         let n = scratch.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
         if n > 0 { readBuffer.append(contentsOf: scratch[0..<n]) }
         if n < 0 {
@@ -347,7 +342,7 @@ final class HTTP2Connection: TaskExecutor, @unchecked Sendable {
             prefaceSeen = true
         }
         while readBuffer.count - readStart >= HTTP2.FrameHeader.size {
-            let header = readBuffer.withUnsafeBytes { HTTP2.FrameHeader($0, at: readStart) }
+            let header = HTTP2.FrameHeader(readBuffer[readStart...])
             guard header.length <= HTTP2.defaultMaxFrameSize else {
                 throw HTTP2.ConnectionError(.frameSizeError, "frame of \(header.length) bytes")
             }
@@ -572,10 +567,7 @@ final class HTTP2Connection: TaskExecutor, @unchecked Sendable {
             // The handler reads the error and answers with its status; later DATA is dropped.
             state.withLock { state in
                 guard state.streams[header.streamID] != nil else { return }
-                state.streams[header.streamID]!.remoteClosed = true
-                state.connectionUncredited += state.streams[header.streamID]!.uncredited
-                state.streams[header.streamID]!.uncredited = 0
-                Self.creditConnection(&state)
+                Self.closeInput(&state, header.streamID)
             }
             inbox.finish(throwing: failure)
             return
@@ -588,22 +580,27 @@ final class HTTP2Connection: TaskExecutor, @unchecked Sendable {
     private func endOfInput(_ streamID: UInt32, inbox: RequestInbox) {
         let complete = state.withLock { state -> Bool in
             guard state.streams[streamID] != nil else { return true }
-            state.streams[streamID]!.remoteClosed = true
-            // Credit this stream still owes is the connection's now.
-            state.connectionUncredited += state.streams[streamID]!.uncredited
-            state.streams[streamID]!.uncredited = 0
-            Self.creditConnection(&state)
+            Self.closeInput(&state, streamID)
             return state.streams[streamID]!.deframer.isEmpty
         }
         inbox.finish(throwing: complete ? nil : RPCError(code: .internalError, message: "request ended inside a message"))
     }
 
+    /// The stream takes nothing more: what it received and did not credit is the connection's
+    /// to credit now.
+    private static func closeInput(_ state: inout State, _ streamID: UInt32) {
+        state.streams[streamID]!.remoteClosed = true
+        state.connectionUncredited += state.streams[streamID]!.uncredited
+        state.streams[streamID]!.uncredited = 0
+        creditConnection(&state)
+    }
+
     /// Gives the client credit for what a stream received, once its handler keeps up.
     private func consumed(_ streamID: UInt32, _ count: Int) {
-        let queued: Int? = state.withLock { state in state.streams[streamID].map { $0.uncredited } }
-        guard let uncredited = queued, uncredited >= Self.creditThreshold else { return }
+        let stream = state.withLock { state in state.streams[streamID].map { ($0.uncredited, $0.inbox) } }
+        guard let (uncredited, inbox) = stream, uncredited >= Self.creditThreshold else { return }
         // Read outside the state lock: the inbox has a lock of its own.
-        guard let inbox = state.withLock({ $0.streams[streamID]?.inbox }), inbox.queuedBytes <= Self.creditQueueLimit else { return }
+        guard inbox.queuedBytes <= Self.creditQueueLimit else { return }
         state.withLock { state in
             guard let uncredited = state.streams[streamID]?.uncredited, uncredited > 0, !state.streams[streamID]!.remoteClosed else { return }
             state.streams[streamID]!.uncredited = 0
@@ -624,11 +621,10 @@ final class HTTP2Connection: TaskExecutor, @unchecked Sendable {
         guard header.streamID == 0 else { throw HTTP2.ConnectionError(.protocolError, "SETTINGS on a stream") }
         if header.has(HTTP2.Flags.ack) { return }
         guard payload.count % 6 == 0 else { throw HTTP2.ConnectionError(.frameSizeError, "SETTINGS length \(payload.count)") }
-        let bytes = Array(payload)
         let resumed = try state.withLock { state throws(HTTP2.ConnectionError) -> [UnsafeContinuation<Void, any Error>] in
-            for offset in stride(from: 0, to: bytes.count, by: 6) {
-                let identifier = UInt16(bytes[offset]) << 8 | UInt16(bytes[offset + 1])
-                let value = HTTP2.readUInt32(bytes, at: offset + 2)
+            for offset in stride(from: payload.startIndex, to: payload.endIndex, by: 6) {
+                let identifier = UInt16(payload[offset]) << 8 | UInt16(payload[offset + 1])
+                let value = HTTP2.readUInt32(payload, at: offset + 2)
                 switch HTTP2.Setting(rawValue: identifier) {
                 case .initialWindowSize:
                     guard value <= UInt32(HTTP2.maxWindowSize) else {
@@ -654,7 +650,7 @@ final class HTTP2Connection: TaskExecutor, @unchecked Sendable {
 
     private func windowUpdate(_ header: HTTP2.FrameHeader, _ payload: ArraySlice<UInt8>) throws(HTTP2.ConnectionError) {
         guard payload.count == 4 else { throw HTTP2.ConnectionError(.frameSizeError, "WINDOW_UPDATE length \(payload.count)") }
-        let increment = Int(HTTP2.readUInt32(Array(payload), at: 0) & 0x7FFF_FFFF)
+        let increment = Int(HTTP2.readUInt32(payload, at: payload.startIndex) & 0x7FFF_FFFF)
         let resumed = try state.withLock { state throws(HTTP2.ConnectionError) -> [UnsafeContinuation<Void, any Error>] in
             if header.streamID == 0 {
                 guard increment > 0, state.connectionSendWindow + increment <= HTTP2.maxWindowSize else {
@@ -672,19 +668,14 @@ final class HTTP2Connection: TaskExecutor, @unchecked Sendable {
         for writer in resumed { writer.resume() }
     }
 
-    /// The client reset a stream, or this end does (with `sending`): the call is cancelled.
-    private func reset(_ streamID: UInt32, sending code: HTTP2.ErrorCode? = nil) {
+    /// The client reset a stream: the call is cancelled.
+    private func reset(_ streamID: UInt32) {
         let found = state.withLock { state -> (RequestInbox, ServerContext.RPCCancellationHandle, UnsafeContinuation<Void, any Error>?, Task<Void, Never>?)? in
-            guard var stream = state.streams[streamID] else { return nil }
-            if let code, !stream.localClosed { HTTP2.appendRSTStream(streamID: streamID, code: code, to: &state.output) }
-            stream.localClosed = true
-            stream.remoteClosed = true
-            state.connectionUncredited += stream.uncredited
-            stream.uncredited = 0
-            let writer = stream.writer
-            stream.writer = nil
-            state.streams[streamID] = stream
-            return (stream.inbox, stream.cancellation, writer, stream.task)
+            guard let stream = state.streams[streamID] else { return nil }
+            Self.closeInput(&state, streamID)
+            state.streams[streamID]!.localClosed = true
+            state.streams[streamID]!.writer = nil
+            return (stream.inbox, stream.cancellation, stream.writer, stream.task)
         }
         guard let (inbox, cancellation, writer, task) = found else { return }
         let error = RPCError(code: .cancelled, message: "the client cancelled the call")
@@ -763,9 +754,7 @@ final class HTTP2Connection: TaskExecutor, @unchecked Sendable {
                     // The call is over while the client may still be sending: tell it to stop,
                     // as grpc-go's server does.
                     HTTP2.appendRSTStream(streamID: streamID, code: .noError, to: &state.output)
-                    state.streams[streamID]!.remoteClosed = true
-                    state.connectionUncredited += state.streams[streamID]!.uncredited
-                    state.streams[streamID]!.uncredited = 0
+                    Self.closeInput(&state, streamID)
                 }
                 return stream.inbox
             }
@@ -776,6 +765,8 @@ final class HTTP2Connection: TaskExecutor, @unchecked Sendable {
 
     private func writeMessage(_ message: [UInt8], streamID: UInt32) async throws {
         // gRPC's length prefix: uncompressed, big-endian length.
+        let length = UInt32(message.count)
+        let prefix: [UInt8] = [0, UInt8(length >> 24), UInt8(length >> 16 & 0xFF), UInt8(length >> 8 & 0xFF), UInt8(length & 0xFF)]
         let total = 5 + message.count
         var sent = 0
         while sent < total {
@@ -785,15 +776,9 @@ final class HTTP2Connection: TaskExecutor, @unchecked Sendable {
                 let allowed = min(stream.sendWindow, state.connectionSendWindow, state.peerMaxFrameSize, total - sent)
                 guard allowed > 0, state.output.count < Self.outputHighWater else { return false }
                 HTTP2.appendFrameHeader(length: allowed, type: .data, flags: 0, streamID: streamID, to: &state.output)
-                var chunkStart = sent
                 let chunkEnd = sent + allowed
-                while chunkStart < min(5, chunkEnd) {
-                    state.output.append(Self.prefixByte(chunkStart, length: message.count))
-                    chunkStart += 1
-                }
-                if chunkStart < chunkEnd {
-                    state.output.append(contentsOf: message[(chunkStart - 5)..<(chunkEnd - 5)])
-                }
+                if sent < 5 { state.output.append(contentsOf: prefix[sent..<min(5, chunkEnd)]) }
+                if chunkEnd > 5 { state.output.append(contentsOf: message[max(sent, 5) - 5..<chunkEnd - 5]) }
                 state.streams[streamID]!.sendWindow -= allowed
                 state.connectionSendWindow -= allowed
                 sent = chunkEnd
@@ -820,10 +805,6 @@ final class HTTP2Connection: TaskExecutor, @unchecked Sendable {
             // Output may be waiting for the thread to write it.
             wake()
         }
-    }
-
-    private static func prefixByte(_ index: Int, length: Int) -> UInt8 {
-        index == 0 ? 0 : UInt8(truncatingIfNeeded: UInt32(length) >> (8 * UInt32(4 - index)))
     }
 
     func finish(streamID: UInt32, error: (any Error)?) {

@@ -60,8 +60,9 @@ enum HTTP2 {
             self.streamID = streamID
         }
 
-        /// Parses the header at `offset`; the caller has checked that 9 bytes are there.
-        init(_ bytes: UnsafeRawBufferPointer, at offset: Int) {
+        /// Parses the header at the start of `bytes`; the caller has checked that 9 bytes are there.
+        init(_ bytes: ArraySlice<UInt8>) {
+            let offset = bytes.startIndex
             length = Int(bytes[offset]) << 16 | Int(bytes[offset + 1]) << 8 | Int(bytes[offset + 2])
             type = bytes[offset + 3]
             flags = bytes[offset + 4]
@@ -71,12 +72,8 @@ enum HTTP2 {
         func has(_ flag: UInt8) -> Bool { flags & flag != 0 }
     }
 
-    static func readUInt32(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> UInt32 {
-        UInt32(bytes[offset]) << 24 | UInt32(bytes[offset + 1]) << 16 | UInt32(bytes[offset + 2]) << 8
-            | UInt32(bytes[offset + 3])
-    }
-
-    static func readUInt32(_ bytes: [UInt8], at offset: Int) -> UInt32 {
+    /// The big-endian 32 bits at `offset` (an index of `bytes`, not relative to its start).
+    static func readUInt32(_ bytes: ArraySlice<UInt8>, at offset: Int) -> UInt32 {
         UInt32(bytes[offset]) << 24 | UInt32(bytes[offset + 1]) << 16 | UInt32(bytes[offset + 2]) << 8
             | UInt32(bytes[offset + 3])
     }
