@@ -106,8 +106,62 @@ public struct RuntimeDriver: Sendable {
         try run(arguments, what: "OCI runtime create failed", stdio: stdio)
     }
 
-    public func start(id: String) throws(BerthError) {
+    /// `start ID`, or for runc the same handshake done here.
+    ///
+    /// runc's `start` (1.1 through 1.3) is a handshake on `exec.fifo` in the container's state
+    /// directory: the container's init blocks opening it for writing; `start` opens it for
+    /// reading, reads init's byte until init's exec closes the FIFO, and removes it, and runc
+    /// reports the container running from then on. Poststart hooks already ran in `create`.
+    /// Doing the handshake in the shim spares a runc process, about a tenth of a
+    /// `ctr run --rm`. Other runtimes, a state directory without the FIFO, and a NOTIFY_SOCKET
+    /// (which `runc start` would serve) take the runtime's own `start`.
+    public func start(id: String, initPID: Int32) throws(BerthError) {
+        if Self.isRunc(binary), getenv("NOTIFY_SOCKET") == nil,
+           try Self.startThroughExecFIFO(path: root + "/" + id + "/exec.fifo", initPID: initPID) {
+            return
+        }
         try run(["start", id], what: "OCI runtime start failed")
+    }
+
+    /// The reading side of runc's exec FIFO handshake; false when `path` is no FIFO.
+    static func startThroughExecFIFO(path: String, initPID: Int32) throws(BerthError) -> Bool {
+        // Non-blocking, so a dead init cannot hang the open; poll reports nothing until init has
+        // opened its end and written or closed it.
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0, info.st_mode & S_IFMT == S_IFIFO else { return false }
+        var received = 0
+        var buffer = [UInt8](repeating: 0, count: 64)
+        while true {
+            var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&entry, 1, 100)
+            if ready < 0 {
+                if errno == EINTR { continue }
+                throw errnoError("OCI runtime start failed: poll \(path)")
+            }
+            if ready == 0 {
+                // Still nothing: as runc, give up only when init is gone.
+                guard received == 0, !processAlive(initPID) else { continue }
+                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                guard n > 0 else { throw .internal("OCI runtime start failed: container process is already dead") }
+                received += n
+                break
+            }
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n > 0 {
+                received += n
+            } else if n == 0 {
+                // init's exec (or its exit) closed the writing end.
+                guard received > 0 else { throw .internal("OCI runtime start failed: cannot start an already running container") }
+                break
+            } else if errno != EAGAIN && errno != EINTR {
+                throw errnoError("OCI runtime start failed: read \(path)")
+            }
+        }
+        guard unlink(path) == 0 || errno == ENOENT else { throw errnoError("OCI runtime start failed: remove \(path)") }
+        return true
     }
 
     /// `exec --process F --detach --pid-file P [--console-socket S] ID`.
@@ -181,6 +235,13 @@ extension BerthError.Code {
     static var unknownRuntime: BerthError.Code { .internal }
 }
 
+/// True while `pid` exists and is not a zombie.
+func processAlive(_ pid: Int32) -> Bool {
+    guard pid > 0, let stat = readFile("/proc/\(pid)/stat"),
+          let close = stat.lastIndex(of: UInt8(ascii: ")")), close + 2 < stat.count else { return false }
+    return stat[close + 2] != UInt8(ascii: "Z")
+}
+
 private func nonEmpty(_ text: String) -> String? {
     var trimmed = Substring(text)
     while let last = trimmed.last, last.isWhitespace { trimmed.removeLast() }
@@ -200,6 +261,10 @@ func pipe2(_ fds: inout [Int32], _ flags: Int32) -> Int32 {
 extension RuntimeDriver {
     static func isCrun(_ binary: String) -> Bool {
         binary.split(separator: "/").last == "crun"
+    }
+
+    static func isRunc(_ binary: String) -> Bool {
+        binary.split(separator: "/").last == "runc"
     }
 }
 

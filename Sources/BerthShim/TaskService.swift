@@ -262,7 +262,7 @@ public final class TaskService: Sendable {
         }
         do throws(BerthError) {
             if process.execID.isEmpty {
-                try container.driver.start(id: container.id)
+                try container.driver.start(id: container.id, initPID: process.pid)
             } else {
                 try startExec(container, process)
             }
