@@ -89,11 +89,16 @@ public final class Reaper: Sendable {
 
     /// Spawns a process whose exit the caller collects with ``wait(_:)``.
     public func spawn(_ spec: SpawnSpec) throws(BerthError) -> pid_t {
-        try state.update { (state: inout State) throws(BerthError) -> pid_t in
-            let pid = try Spawner.spawn(spec)
-            state.waiting.updateValue(nil, forKey: pid)
-            return pid
+        let (pid, failure) = try state.update { (state: inout State) throws(BerthError) in
+            let launched = try Spawner.launch(spec)
+            state.waiting.updateValue(nil, forKey: launched.pid)
+            return launched
         }
+        if let failure {
+            _ = wait(pid)
+            throw failure
+        }
+        return pid
     }
 
     /// Waits for a process started by ``spawn(_:)``.

@@ -51,7 +51,7 @@ public struct RuntimeDriver: Sendable {
         argv += arguments
         var spec = SpawnSpec(executable: binary, arguments: argv)
         if Self.isCrun(binary), HybridCgroups.present {
-            spec = HybridCgroups.withoutUnifiedMount(argv)
+            spec.hiddenMount = HybridCgroups.unifiedMount
         }
         var outPipe: [Int32] = [-1, -1]
         var errPipe: [Int32] = [-1, -1]
@@ -271,20 +271,15 @@ extension RuntimeDriver {
 /// crun refuses "hybrid" cgroups: the v1 hierarchies plus a cgroup2 mount at
 /// /sys/fs/cgroup/unified ("cgroups in hybrid mode not supported, drop all controllers from
 /// cgroupv2"). On such a host each crun call runs in a private mount namespace of its own without
-/// that one mount, where crun sees pure cgroup v1. The namespace is a copy of the shim's, so the
-/// container's rootfs is there; the host's mounts are not changed.
+/// that one mount (``SpawnSpec/hiddenMount``), where crun sees pure cgroup v1. The namespace is a
+/// copy of the shim's, so the container's rootfs is there; the host's mounts are not changed.
 enum HybridCgroups {
+    static let unifiedMount = "/sys/fs/cgroup/unified"
+
     /// True when /sys/fs/cgroup is not cgroup2 but /sys/fs/cgroup/unified is.
     static let present: Bool = {
         let cgroup2Magic = 0x6367_7270
         func type(_ path: String) -> Int { cberth_fs_type(path) }
-        return type("/sys/fs/cgroup") != cgroup2Magic && type("/sys/fs/cgroup/unified") == cgroup2Magic
+        return type("/sys/fs/cgroup") != cgroup2Magic && type(unifiedMount) == cgroup2Magic
     }()
-
-    /// `argv` run through util-linux's `unshare` and a shell that first unmounts the v2 hierarchy.
-    static func withoutUnifiedMount(_ argv: [String]) -> SpawnSpec {
-        let script = "umount -l /sys/fs/cgroup/unified && exec \"$0\" \"$@\""
-        return SpawnSpec(executable: "unshare",
-                         arguments: ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", script] + argv)
-    }
 }

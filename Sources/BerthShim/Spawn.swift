@@ -1,4 +1,5 @@
 import BerthCore
+import CBerthSystem
 import Glibc
 
 /// How a child process is started with `posix_spawn`: its arguments and which descriptors become
@@ -17,6 +18,9 @@ public struct SpawnSpec: Sendable {
     public var extraDescriptors: [(source: Int32, target: Int32)] = []
     /// Extra environment entries (`KEY=value`) on top of this process's environment.
     public var extraEnvironment: [String] = []
+    /// When set, the child runs in a private mount namespace of its own without the mount at
+    /// this path (see ``HybridCgroups``).
+    public var hiddenMount: String?
 
     public init(executable: String, arguments: [String]) {
         self.executable = executable
@@ -30,6 +34,19 @@ public enum Spawner {
     ///
     /// - Throws: `BerthError.notFound` when the executable does not exist, `internal` otherwise.
     public static func spawn(_ spec: SpawnSpec) throws(BerthError) -> pid_t {
+        let (pid, failure) = try launch(spec)
+        if let failure {
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+            throw failure
+        }
+        return pid
+    }
+
+    /// ``spawn(_:)`` for a caller that reaps: a child that was forked but failed before its
+    /// program ran (only with `hiddenMount`) comes back as its pid with the failure.
+    static func launch(_ spec: SpawnSpec) throws(BerthError) -> (pid: pid_t, failure: BerthError?) {
+        if let hidden = spec.hiddenMount { return try launchWithPrivateMounts(spec, hiding: hidden) }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -67,14 +84,7 @@ public enum Spawner {
         posix_spawnattr_setsigdefault(&attributes, &defaults)
         posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
 
-        var environment: [String] = []
-        var entry = environ
-        while let pointer = entry.pointee {
-            environment.append(String(cString: pointer))
-            entry += 1
-        }
-        environment += spec.extraEnvironment
-
+        let environment = spec.environment
         let argv = spec.arguments.map { strdup($0) } + [nil]
         let envp = environment.map { strdup($0) } + [nil]
         defer {
@@ -85,16 +95,73 @@ public enum Spawner {
         let rc = spec.executable.utf8.contains(UInt8(ascii: "/"))
             ? posix_spawn(&pid, spec.executable, &actions, &attributes, argv, envp)
             : posix_spawnp(&pid, spec.executable, &actions, &attributes, argv, envp)
-        guard rc == 0 else {
-            if rc == ENOENT {
-                // Go's exec words the two cases so; containerd's shim relays them.
-                throw .notFound(spec.executable.utf8.contains(UInt8(ascii: "/"))
-                    ? "fork/exec \(spec.executable): no such file or directory"
-                    : "exec: \(JSONValue.quote(spec.executable)): executable file not found in $PATH")
+        guard rc == 0 else { throw spec.failure(errno: rc) }
+        return (pid, nil)
+    }
+
+    private static func launchWithPrivateMounts(_ spec: SpawnSpec, hiding hidden: String) throws(BerthError) -> (pid: pid_t, failure: BerthError?) {
+        guard let path = spec.resolvedExecutable else { throw spec.failure(errno: ENOENT) }
+        let null = open("/dev/null", O_RDWR | O_CLOEXEC)
+        guard null >= 0 else { throw errnoError("open /dev/null") }
+        defer { close(null) }
+        // As in `launch`: sources below 3 move up first, so no dup2 overwrites a later source.
+        var temporaries: [Int32] = []
+        defer { for fd in temporaries { close(fd) } }
+        var dups: [Int32] = []
+        for (index, source) in [spec.stdin, spec.stdout, spec.stderr].enumerated() {
+            var fd = source ?? null
+            if fd < 3 {
+                fd = fcntl(fd, F_DUPFD_CLOEXEC, 3)
+                if fd >= 0 { temporaries.append(fd) }
             }
-            throw errnoError("spawn \(spec.executable)", errno: rc)
+            dups += [fd, Int32(index)]
         }
-        return pid
+        for (source, target) in spec.extraDescriptors { dups += [source, target] }
+        let argv = spec.arguments.map { strdup($0) } + [nil]
+        let envp = spec.environment.map { strdup($0) } + [nil]
+        defer {
+            for pointer in argv { free(pointer) }
+            for pointer in envp { free(pointer) }
+        }
+        var childErrno: Int32 = 0
+        let pid = cberth_spawn_private_mounts(path, argv, envp, dups, Int32(dups.count / 2), hidden, &childErrno)
+        guard pid > 0 else { throw spec.failure(errno: errno) }
+        return (pid, childErrno == 0 ? nil : spec.failure(errno: childErrno))
+    }
+}
+
+extension SpawnSpec {
+    /// This process's environment plus `extraEnvironment`.
+    var environment: [String] {
+        var environment: [String] = []
+        var entry = environ
+        while let pointer = entry.pointee {
+            environment.append(String(cString: pointer))
+            entry += 1
+        }
+        return environment + extraEnvironment
+    }
+
+    /// `executable` as a path: itself when it holds a slash, else the first executable match on PATH.
+    var resolvedExecutable: String? {
+        if executable.utf8.contains(UInt8(ascii: "/")) { return executable }
+        let path = getenv("PATH").map { String(cString: $0) } ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        for directory in path.split(separator: ":") where !directory.isEmpty {
+            let candidate = directory + "/" + executable
+            if access(candidate, X_OK) == 0 { return candidate }
+        }
+        return nil
+    }
+
+    /// What a spawn that failed with `code` reports.
+    func failure(errno code: Int32) -> BerthError {
+        if code == ENOENT {
+            // Go's exec words the two cases so; containerd's shim relays them.
+            return .notFound(executable.utf8.contains(UInt8(ascii: "/"))
+                ? "fork/exec \(executable): no such file or directory"
+                : "exec: \(JSONValue.quote(executable)): executable file not found in $PATH")
+        }
+        return errnoError("spawn \(executable)", errno: code)
     }
 }
 

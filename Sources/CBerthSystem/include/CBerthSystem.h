@@ -12,6 +12,15 @@
 #include <sys/xattr.h>   // not part of Swift's Glibc module: fsetxattr, lsetxattr, lgetxattr, llistxattr
 #include <unistd.h>
 
+/// Starts `path` the way posix_spawn would (the descriptor pairs `dups` (source, target) dup2'd in
+/// order, default signal dispositions, an empty signal mask), but in a private mount namespace of
+/// its own from which the mount at `hide` is lazily removed. Returns the child's pid, or -1 with
+/// errno when it could not be forked; when a step in the child failed (the exec included), the
+/// child has exited 127 and `*child_errno` holds that step's errno, else it is 0. The caller
+/// reaps the child either way.
+pid_t cberth_spawn_private_mounts(const char *path, char *const argv[], char *const envp[],
+                                  const int *dups, int dup_count, const char *hide, int *child_errno);
+
 /// glibc allocator controls that Swift's Glibc module does not export.
 static inline int cberth_mallopt_mmap_threshold(int bytes) { return mallopt(M_MMAP_THRESHOLD, bytes); }
 static inline int cberth_mallopt_arena_max(int arenas) { return mallopt(M_ARENA_MAX, arenas); }
