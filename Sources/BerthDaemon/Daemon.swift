@@ -138,6 +138,7 @@ public final class Daemon: Sendable {
         configuration.maximumCancellationDuration = .seconds(5)
         let group = ServiceGroup(configuration: configuration)
         try await group.run()
+        await shims.finishTeardowns()
         try? FileSystem.remove(config.grpc.address)
         try? metadata.close()
         logger.info("berthd stopped")

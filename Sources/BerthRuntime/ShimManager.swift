@@ -96,6 +96,9 @@ public final class ShimManager: Sendable {
         /// Being created or recovered; not visible to callers yet.
         case pending(UInt64)
         case live(ShimTask)
+        /// Deleted; its shim is being shut down and its bundle removed. A new task of the same id
+        /// waits for that (same bundle directory, runtime state and shim socket).
+        case retiring(UInt64, Task<Void, Never>)
     }
 
     public let configuration: ShimManagerConfiguration
@@ -184,11 +187,15 @@ public final class ShimManager: Sendable {
     public func create(_ creation: TaskCreation) async throws(BerthError) -> (task: ShimTask, pid: UInt32) {
         let key = Key(namespace: creation.namespace.name, id: creation.id)
         let token = nextToken.add(1, ordering: .relaxed).newValue
-        try table.withLock { table throws(BerthError) in
+        while let retiring = try table.withLock({ table throws(BerthError) -> Task<Void, Never>? in
+            if case .retiring(_, let teardown) = table[key] { return teardown }
             guard table[key] == nil else {
                 throw .alreadyExists("task \(quoted(creation.id)) in namespace \(quoted(creation.namespace.name)): already exists")
             }
             table[key] = .pending(token)
+            return nil
+        }) {
+            await retiring.value
         }
         var bundle: Bundle?
         var log: ShimLog?
@@ -239,8 +246,11 @@ public final class ShimManager: Sendable {
                                                     "shim": "\(binary)", "pid": "\(response.pid)"])
             return (task!, response.pid)
         } catch {
-            table.withLock { table in
-                if case .pending(token) = table[key] { table[key] = nil }
+            // The key stays pending until the clean-up is done, so a retry cannot meet it halfway.
+            defer {
+                table.withLock { table in
+                    if case .pending(token) = table[key] { table[key] = nil }
+                }
             }
             if let task {
                 // containerd: the shim's Delete, Shutdown and close, then the delete action.
@@ -320,10 +330,30 @@ public final class ShimManager: Sendable {
         var request = Containerd_Task_V2_DeleteRequest()
         request.id = task.id
         let response: Containerd_Task_V2_DeleteResponse = try await task.call("Delete", request)
-        if claim(Key(namespace: task.namespace.name, id: task.id), token: task.token) != nil {
-            await teardown(task, taskDeleted: true)
+        // The answer does not wait for the shim's shutdown and the bundle's removal: the task is
+        // gone for every caller at once, and a new task of the same id waits for them.
+        let key = Key(namespace: task.namespace.name, id: task.id)
+        table.withLock { entries in
+            guard case .live(let live) = entries[key], live.token == task.token else { return }
+            entries[key] = .retiring(task.token, Task(executorPreference: globalConcurrentExecutor) { [self] in
+                await teardown(task, taskDeleted: true)
+                table.withLock { entries in
+                    if case .retiring(task.token, _) = entries[key] { entries[key] = nil }
+                }
+            })
         }
         return response
+    }
+
+    /// Waits for the teardowns of deleted tasks still running (for a daemon on its way out).
+    public func finishTeardowns() async {
+        let teardowns = table.withLock { table in
+            table.values.compactMap { entry -> Task<Void, Never>? in
+                if case .retiring(_, let teardown) = entry { return teardown }
+                return nil
+            }
+        }
+        for teardown in teardowns { await teardown.value }
     }
 
     /// Shutdown, close, the `delete` action, the bundle: after the task is out of the table.

@@ -69,6 +69,8 @@ public final class TaskService: Sendable {
         /// Exits of pids not (yet) known, e.g. an exec that ended before `runc exec` returned.
         var earlyExits: [Int32: ExitStatus] = [:]
         var shutdownRequested = false
+        /// Deleted containers whose `runtime delete` still runs (see ``delete(_:)``).
+        var retiring = 0
     }
 
     public let namespace: String
@@ -372,17 +374,27 @@ public final class TaskService: Sendable {
         process.io?.waitForOutput(timeout: .seconds(5))
         if process.execID.isEmpty {
             oomWatcher.remove(containerID: container.id)
-            try container.driver.delete(id: container.id, force: true)
             process.io?.close()
-            if container.rootfsMounted { try? Mounter.unmountAll(container.bundle + "/rootfs") }
+            // The container has stopped, so its rootfs is released first and the answer does not
+            // wait for `runtime delete` (a runc process, most of a Delete's time), which removes
+            // the runtime's state and cgroups next, on a thread of its own; Shutdown waits for it.
+            // A rootfs still busy (a process left behind without a PID namespace of its own) is
+            // unmounted after the runtime's delete killed what was left, before answering.
+            let released = !container.rootfsMounted || unmountUnlessBusy(container.bundle + "/rootfs")
+            if !released {
+                try container.driver.delete(id: container.id, force: true)
+                try? Mounter.unmountAll(container.bundle + "/rootfs")
+            }
             table.update { table in
                 process.lifecycle = .deleted
                 table.containers[container.id] = nil
                 table.byPID[process.pid] = nil
                 for exec in container.execs.values { table.byPID[exec.pid] = nil }
+                if released { table.retiring += 1 }
                 publisher.publish(.delete(containerID: container.id, pid: UInt32(process.pid), exitStatus: exit.code,
                                           exitedAt: exit.exitedAt, id: ""))
             }
+            if released { retire(container) }
         } else {
             process.io?.close()
             table.update { table in
@@ -392,6 +404,26 @@ public final class TaskService: Sendable {
             }
         }
         return DeleteResponse(pid: UInt32(process.pid), exitStatus: exit.code, exitedAt: exit.exitedAt)
+    }
+
+    /// Unmounts every mount stacked at `target`; false when one is busy (or cannot be unmounted).
+    private func unmountUnlessBusy(_ target: String) -> Bool {
+        while umount2(target, 0) == 0 {}
+        return errno == EINVAL || errno == ENOENT
+    }
+
+    /// `runtime delete --force` for a deleted container, off the caller's thread (on the calling
+    /// thread when no thread can be started).
+    private func retire(_ container: ManagedContainer) {
+        let work: @Sendable () -> Void = { [self] in
+            do throws(BerthError) {
+                try container.driver.delete(id: container.id, force: true)
+            } catch {
+                log("berth-shim: container \(container.id): \(error.message)")
+            }
+            table.update(waking: .all) { $0.retiring -= 1 }
+        }
+        do { try startThread(name: "runtime-delete", work) } catch { work() }
     }
 
     // MARK: - Queries
@@ -463,7 +495,10 @@ public final class TaskService: Sendable {
         return response
     }
 
+    /// Once the deleted containers' runtime deletes are done (the bundle, which holds their
+    /// log, must outlive them), ends the shim if no container is left.
     func shutdown(_ request: ShutdownRequest) -> ProtoEmpty {
+        table.wait(for: { $0.retiring == 0 })
         table.update { table in
             if table.containers.isEmpty && table.creating.isEmpty { table.shutdownRequested = true }
         }

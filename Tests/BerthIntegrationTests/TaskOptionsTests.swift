@@ -26,7 +26,7 @@ struct TaskOptionsTests {
     static func expectNothingLeft(_ daemon: DaemonProcess, namespace: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
         #expect(try daemon.ctrOK(["containers", "ls", "-q"], namespace: namespace).isEmpty, sourceLocation: sourceLocation)
         #expect(try TaskTests.tasks(daemon, namespace: namespace).isEmpty, sourceLocation: sourceLocation)
-        #expect(TaskTests.bundles(daemon, namespace: namespace).isEmpty, sourceLocation: sourceLocation)
+        #expect(TaskTests.settledBundles(daemon, namespace: namespace).isEmpty, sourceLocation: sourceLocation)
         // A shim exits after Shutdown; give the last one a moment.
         for _ in 0..<50 where !TaskTests.shimProcesses(daemon).isEmpty { usleep(100_000) }
         #expect(TaskTests.shimProcesses(daemon).isEmpty, "shims left: \(TaskTests.shimProcesses(daemon))", sourceLocation: sourceLocation)

@@ -113,6 +113,13 @@ struct TaskTests {
         (try? FileManager.default.contentsOfDirectory(atPath: "\(daemon.state)/shims/\(namespace)")) ?? []
     }
 
+    /// The bundles once deleted tasks' bundles are gone: they go just after Delete answers, so
+    /// this waits up to 5 s for the list to empty.
+    static func settledBundles(_ daemon: DaemonProcess, namespace: String) -> [String] {
+        for _ in 0..<50 where !bundles(daemon, namespace: namespace).isEmpty { usleep(100_000) }
+        return bundles(daemon, namespace: namespace)
+    }
+
     /// `ctr task ls` rows as id → (pid, status).
     static func tasks(_ daemon: DaemonProcess, namespace: String) throws -> [String: (pid: String, status: String)] {
         var rows: [String: (pid: String, status: String)] = [:]
@@ -140,8 +147,12 @@ struct TaskTests {
             #expect(echo.succeeded, "\(echo)\n\(daemon.log(tail: 30))")
             #expect(echo.stdout == "hi\n", "\(echo)")
 
-            let exit = try daemon.ctr(["run", "--rm", Self.image, "t2", "sh", "-c", "exit 3"], namespace: namespace, timeout: .seconds(60))
-            #expect(exit.status == 3, "\(exit)")
+            // The same id at once again: a deleted task's shim and bundle go after Delete answers,
+            // and the next task of that id waits for them.
+            for _ in 0..<3 {
+                let exit = try daemon.ctr(["run", "--rm", Self.image, "t2", "sh", "-c", "exit 3"], namespace: namespace, timeout: .seconds(60))
+                #expect(exit.status == 3, "\(exit)")
+            }
 
             if shim == .berth {
                 // crun refuses this host's hybrid cgroups; berth-shim runs it without the v2 mount.
@@ -153,7 +164,7 @@ struct TaskTests {
 
             #expect(try daemon.ctrOK(["containers", "ls", "-q"], namespace: namespace).isEmpty)
             #expect(try Self.tasks(daemon, namespace: namespace).isEmpty)
-            #expect(Self.bundles(daemon, namespace: namespace).isEmpty)
+            #expect(Self.settledBundles(daemon, namespace: namespace).isEmpty)
             // A shim exits after Shutdown; give the last one a moment.
             for _ in 0..<50 where !Self.shimProcesses(daemon).isEmpty { usleep(100_000) }
             #expect(Self.shimProcesses(daemon).isEmpty, "shims left: \(Self.shimProcesses(daemon))")
@@ -196,7 +207,7 @@ struct TaskTests {
             try Self.waitForStatus(daemon, namespace: namespace, id: "t2", "STOPPED")
             try daemon.ctrOK(["task", "rm", "t2"], namespace: namespace)
             #expect(try Self.tasks(daemon, namespace: namespace).isEmpty)
-            #expect(Self.bundles(daemon, namespace: namespace).isEmpty)
+            #expect(Self.settledBundles(daemon, namespace: namespace).isEmpty)
             try daemon.ctrOK(["containers", "rm", "t2"], namespace: namespace)
         }
     }
@@ -221,7 +232,7 @@ struct TaskTests {
             try Self.waitForStatus(daemon, namespace: namespace, id: "t3", "STOPPED")
             try daemon.ctrOK(["task", "delete", "t3"], namespace: namespace)
             #expect(try Self.tasks(daemon, namespace: namespace).isEmpty)
-            #expect(Self.bundles(daemon, namespace: namespace).isEmpty)
+            #expect(Self.settledBundles(daemon, namespace: namespace).isEmpty)
             try daemon.ctrOK(["containers", "rm", "t3"], namespace: namespace)
         }
     }
