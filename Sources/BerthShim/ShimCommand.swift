@@ -126,20 +126,17 @@ public enum ShimCommand {
         case .listening(let fd):
             listener = fd
         }
-        var childArguments = ["-namespace", arguments.namespace, "-id", arguments.id, "-address", arguments.address]
-        if !arguments.publishBinary.isEmpty { childArguments = ["-publish-binary", arguments.publishBinary] + childArguments }
-        if arguments.debug { childArguments.append("-debug") }
-        var spawn = SpawnSpec(executable: selfExecutable(), arguments: ["berth-shim"] + childArguments)
-        spawn.extraDescriptors = [(listener, 3)]
-        let pid: pid_t
-        do {
-            pid = try Spawner.spawn(spawn)
-        } catch {
-            close(listener)
-            unlink(path)
-            throw error
-        }
+        // The server is this process forked, not the program run again: `start` has no threads
+        // and changed nothing an exec would reset that the child does not reset itself, and the
+        // server is ready some milliseconds sooner (no exec, no second runtime start-up).
+        let pid = fork()
+        if pid == 0 { becomeServer(arguments, listener: listener) }
         close(listener)
+        guard pid > 0 else {
+            let failure = errno
+            unlink(path)
+            throw errnoError("fork", errno: failure)
+        }
         do {
             let options = try RuncOptions(any: stdinOptions.isEmpty ? nil : ProtoAny(decoding: stdinOptions))
             if !options.shimCgroup.isEmpty { joinCgroup(pid: pid, path: options.shimCgroup) }
@@ -151,6 +148,38 @@ public enum ShimCommand {
             throw error
         }
         writeStdout(address)
+    }
+
+    /// The forked child of `start`: stdio on /dev/null (the parent's stdout is the daemon's pipe,
+    /// read to its end), the listener as descriptor 3 and no other, signals as a new program has
+    /// them, then the server.
+    private static func becomeServer(_ arguments: ShimArguments, listener: Int32) -> Never {
+        let null = open("/dev/null", O_RDWR)
+        for fd: Int32 in 0...2 { dup2(null, fd) }
+        if listener == 3 { _ = fcntl(3, F_SETFD, 0) } else { dup2(listener, 3) }
+        _ = cberth_close_from(4)
+        var none = sigset_t()
+        sigemptyset(&none)
+        sigprocmask(SIG_SETMASK, &none, nil)
+        hideStartArgument()
+        var server = arguments
+        server.action = ""
+        do {
+            try serve(server)
+        } catch {
+            log("berth-shim: \(error.message)")
+            exit(1)
+        }
+        exit(0)
+    }
+
+    /// Blanks the `start` argument in this process's command line, so `ps` shows the running
+    /// shim as it shows one started without it.
+    private static func hideStartArgument() {
+        for index in 1..<Int(CommandLine.argc) {
+            guard let argument = CommandLine.unsafeArgv[index], strcmp(argument, "start") == 0 else { continue }
+            memset(argument, 0, strlen(argument))
+        }
     }
 
     enum ListenResult {

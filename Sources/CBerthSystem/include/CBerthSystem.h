@@ -21,6 +21,9 @@
 pid_t cberth_spawn_private_mounts(const char *path, char *const argv[], char *const envp[],
                                   const int *dups, int dup_count, const char *hide, int *child_errno);
 
+/// close_range(fd, ~0U, 0): closes every descriptor from `fd` up.
+static inline int cberth_close_from(unsigned int fd) { return (int)syscall(SYS_close_range, fd, ~0U, 0); }
+
 /// glibc allocator controls that Swift's Glibc module does not export.
 static inline int cberth_mallopt_mmap_threshold(int bytes) { return mallopt(M_MMAP_THRESHOLD, bytes); }
 static inline int cberth_mallopt_arena_max(int arenas) { return mallopt(M_ARENA_MAX, arenas); }
