@@ -12,6 +12,8 @@ import SwiftProtobuf
 /// resumable, verified ingests that create them.
 public struct ContentService: Containerd_Services_Content_V1_Content.SimpleServiceProtocol {
     /// containerd reads in 1 MiB pieces; so does Berth.
+    /// Reads of at most this many bytes run on the calling thread.
+    static let inlineReadLimit: Int64 = 64 * 1024
     static let readChunkSize = 1 << 20
 
     let store: MetadataStore
@@ -78,9 +80,9 @@ public struct ContentService: Containerd_Services_Content_V1_Content.SimpleServi
             let (offset, size) = (max(request.offset, 0), request.size)
             let store = self.store
             // Clients read in small pieces (ctr: 32 KiB per call), so the lookup, the open and the
-            // first piece share one hop off the cooperative pool. The open file serves the whole
-            // call, even if the blob is collected meanwhile, as containerd's reader does.
-            let first = try await runBlocking { () throws(BerthError) -> (reader: BlobReader, end: Int64, bytes: [UInt8]) in
+            // first piece go together. The open file serves the whole call, even if the blob is
+            // collected meanwhile, as containerd's reader does.
+            let open = { @Sendable () throws(BerthError) -> (reader: BlobReader, end: Int64, bytes: [UInt8]) in
                 let total = try store.contentSize(namespace, digest: digest)
                 guard offset <= total else {
                     throw BerthError(.outOfRange, "content \(digest): read past object length \(total) bytes")
@@ -90,6 +92,11 @@ public struct ContentService: Containerd_Services_Content_V1_Content.SimpleServi
                 let length = Int(min(Int64(Self.readChunkSize), end - offset))
                 return (reader, end, length > 0 ? try reader.read(offset: offset, length: length) : [])
             }
+            // Manifests and configs (what ctr reads a dozen times per `run`) are read on the
+            // calling thread, as metadata reads are: a hop to a blocking thread and back costs
+            // more than the read. A blob that may be large, or whose size the client left open,
+            // goes to a blocking thread.
+            let first = size > 0 && size <= Self.inlineReadLimit ? try open() : try await runBlocking(open)
             let reader = first.reader
             var position = offset
             var chunk = first.bytes

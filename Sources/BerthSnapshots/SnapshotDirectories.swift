@@ -4,8 +4,8 @@ import BerthSystem
 import Glibc
 
 /// `<root>/snapshots/<id>`: one directory per snapshot, named by the id the metadata store
-/// gave it. A snapshot is removed by renaming its directory into `<root>/removing/` first, so a
-/// crash mid-removal never leaves a half-deleted tree under a live id.
+/// gave it. A snapshot is removed by renaming its directory into `<root>/removing/`, whose trees
+/// are deleted afterwards, so a crash mid-removal never leaves a half-deleted tree under a live id.
 struct SnapshotDirectories: Sendable {
     let root: String
 
@@ -41,7 +41,9 @@ struct SnapshotDirectories: Sendable {
             if errno == ENOENT { return }
             throw errnoError("snapshot directory \(path): remove")
         }
-        try FileTree.removeTree(doomed)
+        // The snapshot is gone with the rename; its files go on a blocking thread, so the caller
+        // (a client's Remove) does not wait for them. What a crash leaves there, `prepare` removes.
+        BlockingThreads.shared.submit { try? FileTree.removeTree(doomed) }
     }
 
     func storedIDs() -> [Int64] {
