@@ -375,26 +375,21 @@ public final class TaskService: Sendable {
         if process.execID.isEmpty {
             oomWatcher.remove(containerID: container.id)
             process.io?.close()
-            // The container has stopped, so its rootfs is released first and the answer does not
-            // wait for `runtime delete` (a runc process, most of a Delete's time), which removes
-            // the runtime's state and cgroups next, on a thread of its own; Shutdown waits for it.
-            // A rootfs still busy (a process left behind without a PID namespace of its own) is
-            // unmounted after the runtime's delete killed what was left, before answering.
-            let released = !container.rootfsMounted || unmountUnlessBusy(container.bundle + "/rootfs")
-            if !released {
-                try container.driver.delete(id: container.id, force: true)
-                try? Mounter.unmountAll(container.bundle + "/rootfs")
-            }
+            // The container has stopped: the answer does not wait for `runtime delete` (a runc
+            // process, most of a Delete's time) or the rootfs' unmount (which syncs the upper
+            // file system), done next in that order on a thread of their own. Shutdown waits for
+            // them, so a new task of this id (which berthd starts only after Shutdown) and the
+            // bundle's removal come after.
             table.update { table in
                 process.lifecycle = .deleted
                 table.containers[container.id] = nil
                 table.byPID[process.pid] = nil
                 for exec in container.execs.values { table.byPID[exec.pid] = nil }
-                if released { table.retiring += 1 }
+                table.retiring += 1
                 publisher.publish(.delete(containerID: container.id, pid: UInt32(process.pid), exitStatus: exit.code,
                                           exitedAt: exit.exitedAt, id: ""))
             }
-            if released { retire(container) }
+            retire(container)
         } else {
             process.io?.close()
             table.update { table in
@@ -406,20 +401,22 @@ public final class TaskService: Sendable {
         return DeleteResponse(pid: UInt32(process.pid), exitStatus: exit.code, exitedAt: exit.exitedAt)
     }
 
-    /// Unmounts every mount stacked at `target`; false when one is busy (or cannot be unmounted).
-    private func unmountUnlessBusy(_ target: String) -> Bool {
-        while umount2(target, 0) == 0 {}
-        return errno == EINVAL || errno == ENOENT
-    }
-
-    /// `runtime delete --force` for a deleted container, off the caller's thread (on the calling
-    /// thread when no thread can be started).
+    /// `runtime delete --force` (which also ends what is left in the container's cgroup) and the
+    /// rootfs' unmount for a deleted container, off the caller's thread (on the calling thread
+    /// when no thread can be started).
     private func retire(_ container: ManagedContainer) {
         let work: @Sendable () -> Void = { [self] in
             do throws(BerthError) {
                 try container.driver.delete(id: container.id, force: true)
             } catch {
                 log("berth-shim: container \(container.id): \(error.message)")
+            }
+            if container.rootfsMounted {
+                do throws(BerthError) {
+                    try Mounter.unmountAll(container.bundle + "/rootfs")
+                } catch {
+                    log("berth-shim: container \(container.id): \(error.message)")
+                }
             }
             table.update(waking: .all) { $0.retiring -= 1 }
         }
