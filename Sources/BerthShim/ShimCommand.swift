@@ -173,13 +173,12 @@ public enum ShimCommand {
         exit(0)
     }
 
-    /// Blanks the `start` argument in this process's command line, so `ps` shows the running
-    /// shim as it shows one started without it.
+    /// Blanks the `start` action (the last argument, after the flags) in this process's command
+    /// line, so `ps` shows the running shim as it shows one started without it.
     private static func hideStartArgument() {
-        for index in 1..<Int(CommandLine.argc) {
-            guard let argument = CommandLine.unsafeArgv[index], strcmp(argument, "start") == 0 else { continue }
-            memset(argument, 0, strlen(argument))
-        }
+        let last = Int(CommandLine.argc) - 1
+        guard last > 0, let argument = CommandLine.unsafeArgv[last], strcmp(argument, "start") == 0 else { return }
+        memset(argument, 0, strlen(argument))
     }
 
     enum ListenResult {
@@ -287,12 +286,6 @@ public enum ShimCommand {
     }
 
     // MARK: - helpers
-
-    static func selfExecutable() -> String {
-        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        return n > 0 ? String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : "/proc/self/exe"
-    }
 
     static func joinCgroup(pid: pid_t, path: String) {
         let base = access("/sys/fs/cgroup/cgroup.controllers", F_OK) == 0 ? "/sys/fs/cgroup" : "/sys/fs/cgroup/pids"
