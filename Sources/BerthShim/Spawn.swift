@@ -54,26 +54,6 @@ public enum Spawner {
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
 
-        let null = open("/dev/null", O_RDWR | O_CLOEXEC)
-        guard null >= 0 else { throw errnoError("open /dev/null") }
-        defer { close(null) }
-        // Stdio sources may be 0-2 themselves in a daemon whose stdio is /dev/null; dup2 onto the
-        // same number keeps close-on-exec, so move low sources out of the way first.
-        var temporaries: [Int32] = []
-        defer { for fd in temporaries { close(fd) } }
-        func movedHigh(_ fd: Int32) -> Int32 {
-            guard fd < 3 else { return fd }
-            let copy = fcntl(fd, F_DUPFD_CLOEXEC, 3)
-            if copy >= 0 { temporaries.append(copy) }
-            return copy
-        }
-        for (index, source) in [spec.stdin, spec.stdout, spec.stderr].enumerated() {
-            posix_spawn_file_actions_adddup2(&actions, movedHigh(source ?? null), Int32(index))
-        }
-        for (source, target) in spec.extraDescriptors {
-            posix_spawn_file_actions_adddup2(&actions, movedHigh(source), target)
-        }
-
         var emptyMask = sigset_t()
         sigemptyset(&emptyMask)
         posix_spawnattr_setsigmask(&attributes, &emptyMask)
@@ -84,62 +64,72 @@ public enum Spawner {
         posix_spawnattr_setsigdefault(&attributes, &defaults)
         posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
 
-        let environment = spec.environment
-        let argv = spec.arguments.map { strdup($0) } + [nil]
-        let envp = environment.map { strdup($0) } + [nil]
-        defer {
-            for pointer in argv { free(pointer) }
-            for pointer in envp { free(pointer) }
+        return try withChildDescriptors(spec) { (pairs) throws(BerthError) in
+            for (source, target) in pairs { posix_spawn_file_actions_adddup2(&actions, source, target) }
+            let (argv, envp) = spec.cArguments()
+            defer { for pointer in argv + envp { free(pointer) } }
+            var pid: pid_t = 0
+            let rc = spec.executable.utf8.contains(UInt8(ascii: "/"))
+                ? posix_spawn(&pid, spec.executable, &actions, &attributes, argv, envp)
+                : posix_spawnp(&pid, spec.executable, &actions, &attributes, argv, envp)
+            guard rc == 0 else { throw spec.failure(errno: rc) }
+            return (pid, nil)
         }
-        var pid: pid_t = 0
-        let rc = spec.executable.utf8.contains(UInt8(ascii: "/"))
-            ? posix_spawn(&pid, spec.executable, &actions, &attributes, argv, envp)
-            : posix_spawnp(&pid, spec.executable, &actions, &attributes, argv, envp)
-        guard rc == 0 else { throw spec.failure(errno: rc) }
-        return (pid, nil)
     }
 
     private static func launchWithPrivateMounts(_ spec: SpawnSpec, hiding hidden: String) throws(BerthError) -> (pid: pid_t, failure: BerthError?) {
         guard let path = spec.resolvedExecutable else { throw spec.failure(errno: ENOENT) }
+        return try withChildDescriptors(spec) { (pairs) throws(BerthError) in
+            let dups = pairs.flatMap { [$0.source, $0.target] }
+            let (argv, envp) = spec.cArguments()
+            defer { for pointer in argv + envp { free(pointer) } }
+            var childErrno: Int32 = 0
+            let pid = cberth_spawn_private_mounts(path, argv, envp, dups, Int32(pairs.count), hidden, &childErrno)
+            guard pid > 0 else { throw spec.failure(errno: errno) }
+            return (pid, childErrno == 0 ? nil : spec.failure(errno: childErrno))
+        }
+    }
+
+    /// Runs `body` with the child's descriptors as (source, target) pairs, to be dup2'd in order:
+    /// stdin, stdout, stderr (nil is /dev/null), then `extraDescriptors`. Stdio sources may be
+    /// 0-2 themselves in a daemon whose stdio is /dev/null, and dup2 onto the same number keeps
+    /// close-on-exec, so low sources are copied up first; the copies and /dev/null stay open
+    /// while `body` runs.
+    private static func withChildDescriptors<R>(
+        _ spec: SpawnSpec, _ body: ([(source: Int32, target: Int32)]) throws(BerthError) -> R
+    ) throws(BerthError) -> R {
         let null = open("/dev/null", O_RDWR | O_CLOEXEC)
         guard null >= 0 else { throw errnoError("open /dev/null") }
         defer { close(null) }
-        // As in `launch`: sources below 3 move up first, so no dup2 overwrites a later source.
         var temporaries: [Int32] = []
         defer { for fd in temporaries { close(fd) } }
-        var dups: [Int32] = []
+        func movedHigh(_ fd: Int32) -> Int32 {
+            guard fd < 3 else { return fd }
+            let copy = fcntl(fd, F_DUPFD_CLOEXEC, 3)
+            if copy >= 0 { temporaries.append(copy) }
+            return copy
+        }
+        var pairs: [(source: Int32, target: Int32)] = []
         for (index, source) in [spec.stdin, spec.stdout, spec.stderr].enumerated() {
-            var fd = source ?? null
-            if fd < 3 {
-                fd = fcntl(fd, F_DUPFD_CLOEXEC, 3)
-                if fd >= 0 { temporaries.append(fd) }
-            }
-            dups += [fd, Int32(index)]
+            pairs.append((movedHigh(source ?? null), Int32(index)))
         }
-        for (source, target) in spec.extraDescriptors { dups += [source, target] }
-        let argv = spec.arguments.map { strdup($0) } + [nil]
-        let envp = spec.environment.map { strdup($0) } + [nil]
-        defer {
-            for pointer in argv { free(pointer) }
-            for pointer in envp { free(pointer) }
-        }
-        var childErrno: Int32 = 0
-        let pid = cberth_spawn_private_mounts(path, argv, envp, dups, Int32(dups.count / 2), hidden, &childErrno)
-        guard pid > 0 else { throw spec.failure(errno: errno) }
-        return (pid, childErrno == 0 ? nil : spec.failure(errno: childErrno))
+        for (source, target) in spec.extraDescriptors { pairs.append((movedHigh(source), target)) }
+        return try body(pairs)
     }
 }
 
 extension SpawnSpec {
-    /// This process's environment plus `extraEnvironment`.
-    var environment: [String] {
+    /// argv and envp (this process's environment plus `extraEnvironment`) as nil-terminated C
+    /// arrays of `strdup`ed strings, which the caller frees.
+    func cArguments() -> (argv: [UnsafeMutablePointer<CChar>?], envp: [UnsafeMutablePointer<CChar>?]) {
         var environment: [String] = []
         var entry = environ
         while let pointer = entry.pointee {
             environment.append(String(cString: pointer))
             entry += 1
         }
-        return environment + extraEnvironment
+        environment += extraEnvironment
+        return (arguments.map { strdup($0) } + [nil], environment.map { strdup($0) } + [nil])
     }
 
     /// `executable` as a path: itself when it holds a slash, else the first executable match on PATH.
