@@ -74,11 +74,13 @@ public final class GarbageCollector: Sendable {
     public func collect() async throws(BerthError) -> Result {
         let blobs = store.blobs
         let snapshotters = Array(store.snapshotters.values)
-        let start = ContinuousClock.now
         // Rows go first, in one transaction; files go only after it commits, while this
         // collection still holds the database's writer, so no commit or share can interleave.
         // A crash or a failed commit therefore never leaves a row whose blob is gone.
-        let (result, doomedStorage) = try await store.writeWithoutTransaction { db in
+        let (result, doomedStorage, duration) = try await store.writeWithoutTransaction { db in
+            // Timed from here: the spacing bounds the share of the writer collection holds,
+            // not the wait for it (which a busy daemon would otherwise feed back as spacing).
+            let start = ContinuousClock.now
             var result = Result()
             var doomedBlobs: [Digest] = []
             var doomedIngests: [String] = []
@@ -122,13 +124,12 @@ public final class GarbageCollector: Sendable {
             for key in doomedIngests where (try? blobs.discardIdleIngest(key: key, ref: key)) != nil {
                 result.ingestsRemoved += 1
             }
-            return (result, doomedSnapshots)
+            return (result, doomedSnapshots, ContinuousClock.now - start)
         }
         // Snapshot ids are never reused, so their storage can go without holding the writer;
         // removing large trees would otherwise stall every Prepare and commit meanwhile.
         await MetadataStore.removeStorage(doomedStorage.map { ($0.snapshotter, $0.id) })
         Memory.releaseFreePages()
-        let duration = ContinuousClock.now - start
         lastDuration.withLock { $0 = duration }
         if result != Result() {
             logger.info("garbage collected", metadata: [

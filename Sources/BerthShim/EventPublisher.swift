@@ -18,6 +18,8 @@ public final class EventPublisher: Sendable {
     private struct State {
         var queue: [EventEnvelope] = []
         var sending = false
+        /// The topic of the event being sent.
+        var current = ""
         var closed = false
     }
 
@@ -46,9 +48,15 @@ public final class EventPublisher: Sendable {
     }
 
     /// Waits until the queue is empty (or `timeout` passes) and stops sending.
-    public func flush(timeout: Duration) {
+    ///
+    /// - Returns: the topics of the events that were not sent, the one being sent first.
+    @discardableResult
+    public func flush(timeout: Duration) -> [String] {
         _ = state.wait(until: .now + timeout) { ($0.queue.isEmpty && !$0.sending) ? true : nil }
-        state.update { $0.closed = true }
+        return state.update { state in
+            state.closed = true
+            return (state.sending ? [state.current] : []) + state.queue.map(\.topic)
+        }
     }
 
     private func run() {
@@ -58,6 +66,7 @@ public final class EventPublisher: Sendable {
                 guard let first = state.queue.first else { return nil }
                 state.queue.removeFirst()
                 state.sending = true
+                state.current = first.topic
                 return first
             }
             guard let next else {

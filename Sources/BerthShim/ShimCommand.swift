@@ -243,8 +243,10 @@ public enum ShimCommand {
             try server.listen(path: socketPath)
         }
         service.waitForShutdown()
-        publisher.flush(timeout: .seconds(3))
-        server.shutdown(gracePeriod: .seconds(2))
+        let unsent = publisher.flush(timeout: .seconds(3))
+        if !unsent.isEmpty { log("berth-shim: exiting with events unsent after 3 s: \(unsent.joined(separator: " "))") }
+        let running = server.shutdown(gracePeriod: .seconds(2))
+        if running > 0 { log("berth-shim: exiting with \(running) calls still running after 2 s") }
         if !socketPath.isEmpty { unlink(socketPath) }
         exit(0)
     }

@@ -496,9 +496,11 @@ public final class TaskService: Sendable {
     /// log, must outlive them), ends the shim if no container is left.
     func shutdown(_ request: ShutdownRequest) -> ProtoEmpty {
         table.wait(for: { $0.retiring == 0 })
-        table.update { table in
+        let left = table.update { table -> [String] in
             if table.containers.isEmpty && table.creating.isEmpty { table.shutdownRequested = true }
+            return Array(table.containers.keys) + Array(table.creating)
         }
+        if !left.isEmpty { log("berth-shim: shutdown: staying for \(left.joined(separator: " "))") }
         return ProtoEmpty()
     }
 

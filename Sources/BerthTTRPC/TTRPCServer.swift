@@ -210,11 +210,16 @@ public final class TTRPCServer: Sendable {
     ///
     /// Connections already open keep being served during the wait. A handler that calls this
     /// counts as in flight itself, so it must pass a grace period (or run it on another thread).
-    public func shutdown(gracePeriod: Duration? = nil) {
+    ///
+    /// - Returns: how many requests were still in flight when the connections were closed.
+    @discardableResult
+    public func shutdown(gracePeriod: Duration? = nil) -> Int {
         stopAccepting()
         let deadline = gracePeriod.map { MonotonicInstant.now + $0 }
         state.wait(until: deadline, for: { $0.inFlight == 0 })
+        let left = state.update { $0.inFlight }
         closeConnections()
+        return left
     }
 
     /// Stops at once: stops accepting, closes the listeners (removing socket files this server

@@ -56,10 +56,12 @@ struct ImageTests {
             let digest = { (text: String) in text.split(separator: " ").first { $0.hasPrefix("sha256:") } }
             #expect(digest(ours) != nil)
             #expect(digest(ours) == digest(theirs))
-            // containerd may still hold the transient index ctr wrote until its own collection runs.
-            let ourContent = Set(try daemon.ctrOK(["content", "ls", "-q"]).split(separator: "\n"))
+            // The archive's index, which ctr stored under the import's lease, goes with the
+            // collection that the lease's deletion schedules (containerd may still hold its own).
+            let content = { Set((try? daemon.ctrOK(["content", "ls", "-q"]))?.split(separator: "\n") ?? []) }
+            #expect(TaskOptionsTests.eventually { content().count == 5 }, "\(content())")
+            let ourContent = content()
             let theirContent = Set(try containerd.ctrOK(["content", "ls", "-q"]).split(separator: "\n"))
-            #expect(ourContent.count == 5)
             #expect(ourContent.isSubset(of: theirContent), "missing in containerd: \(ourContent.subtracting(theirContent))")
         }
     }

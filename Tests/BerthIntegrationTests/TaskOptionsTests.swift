@@ -29,7 +29,8 @@ struct TaskOptionsTests {
         #expect(TaskTests.settledBundles(daemon, namespace: namespace).isEmpty, sourceLocation: sourceLocation)
         // A shim exits after Shutdown; give the last one a moment.
         for _ in 0..<50 where !TaskTests.shimProcesses(daemon).isEmpty { usleep(100_000) }
-        #expect(TaskTests.shimProcesses(daemon).isEmpty, "shims left: \(TaskTests.shimProcesses(daemon))", sourceLocation: sourceLocation)
+        #expect(TaskTests.shimProcesses(daemon).isEmpty, "shims left: \(TaskTests.shimProcesses(daemon))\n\(daemon.log(tail: 60))",
+                sourceLocation: sourceLocation)
         #expect(mountPoints(under: daemon.state).isEmpty, "mounts left: \(mountPoints(under: daemon.state))", sourceLocation: sourceLocation)
         let runc = (try? FileManager.default.contentsOfDirectory(atPath: "/run/containerd/runc/\(namespace)")) ?? []
         #expect(runc.isEmpty, "runc state left: \(runc)", sourceLocation: sourceLocation)

@@ -167,7 +167,7 @@ struct TaskTests {
             #expect(Self.settledBundles(daemon, namespace: namespace).isEmpty)
             // A shim exits after Shutdown; give the last one a moment.
             for _ in 0..<50 where !Self.shimProcesses(daemon).isEmpty { usleep(100_000) }
-            #expect(Self.shimProcesses(daemon).isEmpty, "shims left: \(Self.shimProcesses(daemon))")
+            #expect(Self.shimProcesses(daemon).isEmpty, "shims left: \(Self.shimProcesses(daemon))\n\(daemon.log(tail: 60))")
         }
     }
 
