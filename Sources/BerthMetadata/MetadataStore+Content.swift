@@ -31,7 +31,7 @@ extension MetadataStore {
     public func contentSize(_ namespace: Namespace, digest: Digest) throws(BerthError) -> Int64 {
         let size: Int64?
         do {
-            size = try pool.read { db in
+            size = try readNow { db in
                 try Int64.fetchOne(db.cachedStatement(sql: "SELECT size FROM content WHERE namespace = ? AND digest = ?"),
                                    arguments: [namespace.name, digest.description])
             }

@@ -13,6 +13,7 @@ import Synchronization
 /// `failedPrecondition` as containerd's metadata store reports them.
 public final class MetadataStore: Sendable {
     let pool: DatabasePool
+    let readers: ReaderConnections
     public let blobs: BlobStore
     /// The snapshotters' storage, by name (`overlayfs`, `native`).
     public let snapshotters: [String: any Snapshotter]
@@ -38,6 +39,7 @@ public final class MetadataStore: Sendable {
             }
             pool = try DatabasePool(path: path, configuration: configuration)
             try Schema.migrator.migrate(pool)
+            readers = ReaderConnections(path: path)
         } catch {
             throw .internal("metadata database \(path): cannot open", underlying: SendableErrorBox(error))
         }
@@ -45,14 +47,20 @@ public final class MetadataStore: Sendable {
 
     /// The migrations applied so far, oldest first.
     public func appliedMigrations() throws -> [String] {
-        try pool.read { db in try Schema.migrator.appliedMigrations(db) }
+        try readNow { db in try Schema.migrator.appliedMigrations(db) }
     }
 
-    public func close() throws { try pool.close() }
+    public func close() throws {
+        readers.closeIdle()
+        try pool.close()
+    }
 
     /// Closes the reader connections not in use and empties the writer's caches (blocks until
     /// the writer is free).
-    public func releaseMemory() { pool.releaseMemory() }
+    public func releaseMemory() {
+        readers.closeIdle()
+        pool.releaseMemory()
+    }
 
     // MARK: Transactions
 
@@ -83,8 +91,8 @@ public final class MetadataStore: Sendable {
         do { return try readNow(body) } catch { throw Self.convert(error) }
     }
 
-    private func readNow<T>(_ body: (Database) throws -> T) throws -> T {
-        try pool.read(body)
+    func readNow<T>(_ body: (Database) throws -> T) throws -> T {
+        try readers.read(body)
     }
 
     static func convert(_ error: any Error) -> BerthError {

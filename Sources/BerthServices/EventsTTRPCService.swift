@@ -19,9 +19,10 @@ public struct EventsTTRPCService: Sendable {
         self.logger = logger
     }
 
-    /// Registers `Forward` on `server`.
+    /// Registers `Forward` on `server`; it runs on the connection's thread (it only decodes,
+    /// checks and hands the event to the bus, which never blocks).
     public func register(on server: TTRPCServer) {
-        server.register(service: Self.service, method: "Forward") { [bus, logger] _, payload in
+        server.register(service: Self.service, method: "Forward", onConnectionThread: true) { [bus, logger] _, payload in
             let request: Containerd_Services_Events_Ttrpc_V1_ForwardRequest
             do {
                 request = try .init(serializedBytes: payload)

@@ -145,7 +145,11 @@ final class ServerConnection: Sendable {
         let payload = request.payload
         let work: @Sendable () -> Void
         switch handler {
-        case .unary(let handler):
+        case .unary(let handler, onConnectionThread: true):
+            defer { server.endRequest() }
+            runUnary(handler, context: context, payload: payload)
+            return
+        case .unary(let handler, onConnectionThread: false):
             work = { [self] in
                 defer { server.endRequest() }
                 runUnary(handler, context: context, payload: payload)

@@ -16,15 +16,17 @@ public typealias TTRPCStreamHandler = @Sendable (_ context: TTRPCContext, _ payl
 /// A ttrpc server on unix sockets.
 ///
 /// Threads, not Swift concurrency: one accept thread per listener, one reader thread per
-/// connection, and one thread per request, so a handler that blocks (a shim's Wait) holds up
-/// nothing else, and replies go out in whatever order handlers finish. Writes on a connection
+/// connection, and one thread per request (unless its handler is registered to run on the
+/// connection's thread), so a handler that blocks (a shim's Wait) holds up nothing else, and
+/// replies go out in whatever order handlers finish. Writes on a connection
 /// are serialized by a lock, one whole frame at a time.
 ///
 /// The server keeps running while its threads do, whether or not anyone holds it; call
 /// ``close()`` or ``shutdown(gracePeriod:)`` to stop it.
 public final class TTRPCServer: Sendable {
     enum Handler {
-        case unary(TTRPCUnaryHandler)
+        /// `onConnectionThread`: run by the connection's reader thread, not a thread of its own.
+        case unary(TTRPCUnaryHandler, onConnectionThread: Bool)
         case stream(TTRPCStreamHandler)
     }
 
@@ -58,8 +60,14 @@ public final class TTRPCServer: Sendable {
     // MARK: - Handlers
 
     /// Registers (or replaces) the handler for `service`/`method`. Safe at any time, also while serving.
-    public func register(service: String, method: String, _ handler: @escaping TTRPCUnaryHandler) {
-        handlers.withLock { $0[service, default: [:]][method] = .unary(handler) }
+    ///
+    /// - Parameter onConnectionThread: run the handler on the connection's reader thread instead
+    ///   of a thread of its own, for a handler that never blocks and takes microseconds (berthd's
+    ///   event `Forward`, four per container run): starting a thread costs more than such a call.
+    ///   The connection reads its next request only after the reply.
+    public func register(service: String, method: String, onConnectionThread: Bool = false,
+                         _ handler: @escaping TTRPCUnaryHandler) {
+        handlers.withLock { $0[service, default: [:]][method] = .unary(handler, onConnectionThread: onConnectionThread) }
     }
 
     /// Registers (or replaces) a streaming handler for `service`/`method`.

@@ -14,6 +14,14 @@ struct ClientServerTests {
         #expect(try fixture.call(client, "Echo") == "")
     }
 
+    @Test func aHandlerRegisteredOnTheConnectionThreadRunsThere() throws {
+        let fixture = try ServerFixture()
+        let client = try fixture.client()
+        #expect(try fixture.call(client, "ThreadName") == "ttrpc-call")
+        #expect(try fixture.call(client, "ThreadNameInline") == "ttrpc-conn")
+        #expect(try fixture.call(client, "Echo", "after") == "after")
+    }
+
     @Test func socketIsPrivateAndItsDirectoryCreated() throws {
         let fixture = try ServerFixture()
         var info = stat()

@@ -46,6 +46,8 @@ enum TestService {
     static func register(on server: TTRPCServer, gate: Gate = Gate(), started: Gate = Gate(), holdsFinished: Counter = Counter()) {
         server.register(service: name, method: "Echo") { _, payload in payload }
         server.register(service: name, method: "Empty") { _, _ in [] }
+        server.register(service: name, method: "ThreadName") { _, _ in currentThreadName() }
+        server.register(service: name, method: "ThreadNameInline", onConnectionThread: true) { _, _ in currentThreadName() }
         server.register(service: name, method: "Metadata") { context, _ in
             let lines = context.metadata.keys.sorted().map { "\($0)=\(context.metadata[$0]!.joined(separator: ","))" }
             return Array(lines.joined(separator: "\n").utf8)
@@ -154,4 +156,10 @@ func eventually(timeout: Duration = .seconds(5), _ condition: () -> Bool) -> Boo
         usleep(10_000)
     }
     return condition()
+}
+
+/// The calling thread's name, as its bytes.
+func currentThreadName() -> [UInt8] {
+    let comm = (try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)) ?? ""
+    return Array(comm.trimmingCharacters(in: .newlines).utf8)
 }
