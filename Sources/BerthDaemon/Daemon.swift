@@ -85,20 +85,19 @@ public final class Daemon: Sendable {
         return uuid
     }
 
-    var services: [any RegistrableRPCService] {
-        [
-            VersionService(revision: BuildInfo.revision),
-            IntrospectionService(plugins: Plugins.table, uuid: uuid, logger: logger),
-            NamespacesService(store: metadata, events: events, logger: logger),
-            ContentService(store: metadata, events: events, logger: logger),
-            ImagesService(store: metadata, gc: gc, events: events, logger: logger),
-            LeasesService(store: metadata, gc: gc, logger: logger),
-            ContainersService(store: metadata, events: events, logger: logger),
-            SnapshotsService(store: metadata, events: events, logger: logger),
-            DiffService(differ: differ, logger: logger),
-            EventsService(bus: events, logger: logger),
-            TasksService(store: metadata, shims: shims, logger: logger),
-        ]
+    var services: Services {
+        Services(
+            version: VersionService(revision: BuildInfo.revision),
+            introspection: IntrospectionService(plugins: Plugins.table, uuid: uuid, logger: logger),
+            namespaces: NamespacesService(store: metadata, events: events, logger: logger),
+            content: ContentService(store: metadata, events: events, logger: logger),
+            images: ImagesService(store: metadata, gc: gc, events: events, logger: logger),
+            leases: LeasesService(store: metadata, gc: gc, logger: logger),
+            containers: ContainersService(store: metadata, events: events, logger: logger),
+            snapshots: SnapshotsService(store: metadata, events: events, logger: logger),
+            diff: DiffService(differ: differ, logger: logger),
+            events: EventsService(bus: events, logger: logger),
+            tasks: TasksService(store: metadata, shims: shims, logger: logger))
     }
 
     /// The ttrpc socket beside the gRPC one, where shims forward their events (containerd's
@@ -119,12 +118,14 @@ public final class Daemon: Sendable {
         // On the way out shims keep running; their connections closing is no death.
         defer { shims.stop() }
         // Each connection's thread reads its calls and runs their handlers (see GRPCUnixTransport).
+        let idle = IdleMemoryRelease(metadata: metadata)
+        let services = self.services
         let transport = try GRPCUnixTransport(
             path: config.grpc.address,
             socketGroup: config.grpc.gid == 0 ? nil : config.grpc.gid,
-            maxMessageSize: config.grpc.maxRecvMessageSize)
-        let idle = IdleMemoryRelease(metadata: metadata)
-        let server = GRPCServer(transport: transport, services: services,
+            maxMessageSize: config.grpc.maxRecvMessageSize,
+            directMethods: DirectMethods(afterEachCall: { idle.noteCall() }).all(services))
+        let server = GRPCServer(transport: transport, services: services.all,
                                 interceptors: [NamespaceInterceptor(afterEachCall: { idle.noteCall() })])
         let serving = ServerService(server: server, transport: transport, events: events, address: config.grpc.address, logger: logger)
         let collection = PeriodicCollection(gc: gc, interval: config.gcInterval, logger: logger)
@@ -142,6 +143,25 @@ public final class Daemon: Sendable {
         try? FileSystem.remove(config.grpc.address)
         try? metadata.close()
         logger.info("berthd stopped")
+    }
+}
+
+/// berthd's gRPC services, one value each.
+struct Services {
+    let version: VersionService
+    let introspection: IntrospectionService
+    let namespaces: NamespacesService
+    let content: ContentService
+    let images: ImagesService
+    let leases: LeasesService
+    let containers: ContainersService
+    let snapshots: SnapshotsService
+    let diff: DiffService
+    let events: EventsService
+    let tasks: TasksService
+
+    var all: [any RegistrableRPCService] {
+        [version, introspection, namespaces, content, images, leases, containers, snapshots, diff, events, tasks]
     }
 }
 

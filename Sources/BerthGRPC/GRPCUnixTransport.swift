@@ -35,6 +35,7 @@ public final class GRPCUnixTransport: ServerTransport, Sendable {
     let socketGroup: gid_t?
     let socketMode: mode_t
     let limits: HTTP2Connection.Limits
+    let directMethods: [String: DirectMethod]
 
     private struct Registry {
         var listener: Int32?
@@ -52,12 +53,14 @@ public final class GRPCUnixTransport: ServerTransport, Sendable {
     ///   - maxMessageSize: The largest request message; larger ones fail with RESOURCE_EXHAUSTED
     ///     (16 MiB, containerd's default).
     ///   - streamWindow: Each stream's HTTP/2 receive window.
+    ///   - directMethods: Methods this transport serves itself (see ``DirectMethod``); the
+    ///     server's services still register them, for calls that take the general path.
     /// - Throws: `invalidArgument` for a bad path; `unavailable` ("another berthd is serving
     ///   <path>") if another process holds `<path>.lock`; the errno-mapped error if a directory or
     ///   the lock file cannot be made.
     public init(
         path: String, socketGroup: gid_t? = nil, socketMode: mode_t = 0o660,
-        maxMessageSize: Int = 16 << 20, streamWindow: Int = 4 << 20
+        maxMessageSize: Int = 16 << 20, streamWindow: Int = 4 << 20, directMethods: [DirectMethod] = []
     ) throws(BerthError) {
         try Self.validate(path: path)
         self.path = path
@@ -67,6 +70,7 @@ public final class GRPCUnixTransport: ServerTransport, Sendable {
         limits.maxMessageSize = maxMessageSize
         limits.streamWindow = streamWindow
         self.limits = limits
+        self.directMethods = Dictionary(directMethods.map { ($0.path, $0) }, uniquingKeysWith: { _, last in last })
         try FileSystem.makeDirectories(FileSystem.parentDirectory(of: path), mode: 0o711)
         try SocketLocks.acquire(for: path)
     }
@@ -189,7 +193,8 @@ public final class GRPCUnixTransport: ServerTransport, Sendable {
                 continue
             }
             do {
-                let connection = try HTTP2Connection(fd: client, limits: limits, peer: peer, handler: handler) { [self] closed in
+                let connection = try HTTP2Connection(fd: client, limits: limits, peer: peer, directMethods: directMethods,
+                                                     handler: handler) { [self] closed in
                     removed(closed)
                 }
                 let accepted = registry.withLock { registry -> Bool in

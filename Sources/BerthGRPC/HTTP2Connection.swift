@@ -45,6 +45,8 @@ final class HTTP2Connection: TaskExecutor, @unchecked Sendable {
     let limits: Limits
     private let wakeFD: Int32
     private let handler: @Sendable (RPCStream<GRPCUnixTransport.Inbound, GRPCUnixTransport.Outbound>, ServerContext) async -> Void
+    /// Methods served without GRPCCore, by `:path`.
+    private let directMethods: [String: DirectMethod]
     private let onClosed: @Sendable (HTTP2Connection) -> Void
     private let loopThread = Atomic<UInt>(0)
 
@@ -111,7 +113,7 @@ final class HTTP2Connection: TaskExecutor, @unchecked Sendable {
     private let peer: String
 
     init(
-        fd: Int32, limits: Limits, peer: String,
+        fd: Int32, limits: Limits, peer: String, directMethods: [String: DirectMethod] = [:],
         handler: @escaping @Sendable (RPCStream<GRPCUnixTransport.Inbound, GRPCUnixTransport.Outbound>, ServerContext) async -> Void,
         onClosed: @escaping @Sendable (HTTP2Connection) -> Void
     ) throws(BerthError) {
@@ -122,6 +124,7 @@ final class HTTP2Connection: TaskExecutor, @unchecked Sendable {
         self.wakeFD = wake
         self.peer = peer
         self.handler = handler
+        self.directMethods = directMethods
         self.onClosed = onClosed
     }
 
@@ -457,6 +460,7 @@ final class HTTP2Connection: TaskExecutor, @unchecked Sendable {
 
     private func openStream(streamID: UInt32, endStream: Bool, fields: [(name: String, value: String)]) {
         var method = "", path = "", contentType = "", encoding = ""
+        var hasDeadline = false
         var metadata = Metadata()
         metadata.reserveCapacity(fields.count)
         for (name, value) in fields {
@@ -466,6 +470,7 @@ final class HTTP2Connection: TaskExecutor, @unchecked Sendable {
             }
             if name == "content-type" { contentType = value }
             if name == "grpc-encoding" { encoding = value }
+            if name == "grpc-timeout" { hasDeadline = true }
             if name.hasSuffix("-bin") {
                 if let bytes = Base64.decode(value) { metadata.addBinary(bytes, forKey: name) } else { metadata.addString(value, forKey: name) }
             } else {
@@ -499,14 +504,20 @@ final class HTTP2Connection: TaskExecutor, @unchecked Sendable {
             state.streams[streamID] = StreamState(inbox: inbox, cancellation: cancellation, sendWindow: state.peerInitialWindow)
         }
         if endStream { endOfInput(streamID, inbox: inbox) }
-        let stream = RPCStream(
-            descriptor: descriptor,
-            inbound: RPCAsyncSequence<RPCRequestPart<[UInt8]>, any Error>(wrapping: inbox),
-            outbound: RPCWriter.Closable(wrapping: ResponseWriter(connection: self, streamID: streamID)))
         let context = ServerContext(descriptor: descriptor, remotePeer: peer, localPeer: peer, cancellation: cancellation)
         let handler = self.handler
+        // A deadline is GRPCCore's to enforce: such a call takes the general path.
+        let direct = hasDeadline ? nil : directMethods[path]
         let task = Task(executorPreference: self) {
-            await handler(stream, context)
+            if let direct {
+                await self.serve(direct, streamID: streamID, inbox: inbox, metadata: metadata, context: context)
+            } else {
+                let stream = RPCStream(
+                    descriptor: descriptor,
+                    inbound: RPCAsyncSequence<RPCRequestPart<[UInt8]>, any Error>(wrapping: inbox),
+                    outbound: RPCWriter.Closable(wrapping: ResponseWriter(connection: self, streamID: streamID)))
+                await handler(stream, context)
+            }
             self.handlerFinished(streamID)
         }
         // A connection lost (closed from another thread) before this point found no task to cancel.
@@ -516,6 +527,37 @@ final class HTTP2Connection: TaskExecutor, @unchecked Sendable {
             return state.broken != nil
         }
         if cancelled { task.cancel() }
+    }
+
+    /// Runs a ``DirectMethod`` and ends the stream with its status.
+    private func serve(_ method: DirectMethod, streamID: UInt32, inbox: RequestInbox, metadata: Metadata, context: ServerContext) async {
+        var status = Status(code: .ok, message: "")
+        var trailers: Metadata = [:]
+        do {
+            let request = try await Self.onlyMessage(of: inbox)
+            try await method.serve(request, DirectCall(metadata: metadata, context: context, connection: self, streamID: streamID))
+        } catch let error as RPCError {
+            status = Status(code: Status.Code(error.code), message: error.message)
+            trailers = error.metadata
+        } catch {
+            status = Status(code: .unknown, message: "\(error)")
+        }
+        // Fails only when the call is already over (reset, or the connection lost).
+        try? await write(.status(status, trailers), streamID: streamID)
+    }
+
+    /// The one request message of a unary or server-streaming call.
+    private static func onlyMessage(of inbox: RequestInbox) async throws -> [UInt8] {
+        var message: [UInt8]?
+        while let part = try await inbox.next() {
+            guard case .message(let bytes) = part else { continue }
+            guard message == nil else {
+                throw RPCError(code: .internalError, message: "more than one request message for a single-request method")
+            }
+            message = bytes
+        }
+        guard let message else { throw RPCError(code: .internalError, message: "no request message") }
+        return message
     }
 
     /// `/package.Service/Method` into a descriptor.

@@ -58,7 +58,7 @@ final class RequestInbox: AsyncSequence, Sendable {
         if let error { waiter.resume(throwing: error) } else { waiter.resume(returning: nil) }
     }
 
-    fileprivate func next() async throws -> Element? {
+    func next() async throws -> Element? {
         enum Step { case part(Element), end(Result<Void, any Error>), wait }
         let step = state.withLock { state -> Step in
             if state.head < state.parts.count { return .part(take(&state)) }

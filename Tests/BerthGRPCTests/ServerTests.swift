@@ -75,7 +75,8 @@ import Testing
         try await withServer { client, _ in try await body(client) }
     }
 
-    static func withServer(_ body: (GRPCClient<HTTP2ClientTransport.Posix>, String) async throws -> Void) async throws {
+    static func withServer(directMethods: [DirectMethod] = [],
+                           _ body: (GRPCClient<HTTP2ClientTransport.Posix>, String) async throws -> Void) async throws {
         var template = Array("/tmp/berth-grpc-XXXXXX".utf8CString)
         let dir = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
         let socket = dir + "/s.sock"
@@ -84,7 +85,7 @@ import Testing
             unlink(socket + ".lock")
             rmdir(dir)
         }
-        let transport = try GRPCUnixTransport(path: socket, maxMessageSize: 8 << 20)
+        let transport = try GRPCUnixTransport(path: socket, maxMessageSize: 8 << 20, directMethods: directMethods)
         let server = GRPCServer(transport: transport, services: [EchoService()])
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { try await server.serve() }
@@ -265,6 +266,68 @@ import Testing
             }
             close(fd)
             #expect(try await Self.waitForCancelledHandlers(before + 2), "lost connection: handler still waiting")
+        }
+    }
+
+    // MARK: - Direct methods
+
+    /// Echo served directly: the reply says which path served it. Count and Fail directly too.
+    static let directMethods: [DirectMethod] = [
+        DirectMethod(echo) { request, call in
+            let who = call.metadata[stringValues: "x-who"].first(where: { _ in true }) ?? "?"
+            try await call.send(Array("direct:\(who):".utf8) + request)
+        },
+        DirectMethod(count) { request, call in
+            for i in 0..<Int(request.first ?? 0) * 100 { try await call.send([UInt8](repeating: UInt8(i & 0xFF), count: 1024)) }
+        },
+        DirectMethod(fail) { _, _ in
+            throw RPCError(code: .notFound, message: "image \"x\": not found")
+        },
+    ]
+
+    @Test func directMethodsAnswerWithoutTheGeneralPath() async throws {
+        try await Self.withServer(directMethods: Self.directMethods) { client, _ in
+            var metadata = Metadata()
+            metadata.addString("me", forKey: "x-who")
+            #expect(try await Self.unary(client, Self.echo, Array("hi".utf8), metadata: metadata).0 == Array("direct:me:hi".utf8))
+            // Many at once on one connection.
+            try await withThrowingTaskGroup(of: Bool.self) { group in
+                for i in 0..<50 {
+                    group.addTask { try await Self.unary(client, Self.echo, [UInt8(i)]).0 == Array("direct:?:".utf8) + [UInt8(i)] }
+                }
+                for try await ok in group { #expect(ok) }
+            }
+            // A reply larger than the client's window (64 KiB) waits for its credit.
+            let received = try await client.serverStreaming(
+                request: ClientRequest(message: [3]), descriptor: Self.count, serializer: Bytes(), deserializer: Bytes(),
+                options: .defaults
+            ) { response in
+                var count = 0
+                for try await message in response.messages where message.count == 1024 && message.first == UInt8(count & 0xFF) {
+                    count += 1
+                }
+                return count
+            }
+            #expect(received == 300)
+            do {
+                _ = try await Self.unary(client, Self.fail, [])
+                Issue.record("Fail succeeded")
+            } catch let error as RPCError {
+                #expect(error.code == .notFound)
+                #expect(error.message == "image \"x\": not found")
+            }
+            // A call with a deadline takes the general path, which enforces it.
+            var options = CallOptions.defaults
+            options.timeout = .seconds(30)
+            let general = try await client.unary(request: ClientRequest(message: Array("hi".utf8)), descriptor: Self.echo,
+                                                 serializer: Bytes(), deserializer: Bytes(), options: options) { try $0.message }
+            #expect(general == Array("hi".utf8))
+            // Methods not served directly still are, through GRPCCore.
+            let total = try await client.clientStreaming(
+                request: StreamingClientRequest(producer: { writer in try await writer.write([1, 2, 3]) }),
+                descriptor: Self.collect, serializer: Bytes(), deserializer: Bytes(), options: .defaults
+            ) { response in String(decoding: try response.message, as: UTF8.self) }
+            #expect(total == "3")
         }
     }
 }
