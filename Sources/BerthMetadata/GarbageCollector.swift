@@ -31,6 +31,11 @@ public final class GarbageCollector: Sendable {
     let store: MetadataStore
     let logger: Logger
     private let pending = Mutex<Bool>(false)
+    /// What each index or manifest refers to, by digest: a blob's bytes never change, so it is
+    /// read and parsed once, not on every collection (one follows each `ctr run --rm`).
+    private let references = Mutex<[String: [Descriptor]]>([:])
+    /// Beyond this many, the remembered references are forgotten and read again as needed.
+    static let referencesKept = 8192
     /// How long the last collection took, for spacing out the next (see ``schedule(after:)``).
     private let lastDuration = Mutex<Duration>(.zero)
 
@@ -88,7 +93,9 @@ public final class GarbageCollector: Sendable {
             try db.inTransaction {
                 result.leasesExpired = try Self.deleteExpiredLeases(db)
                 let preparing = self.store.preparingSnapshots.withLock { $0 }
-                let marked = try Self.mark(db, blobs: blobs, preparing: preparing)
+                let marked = try Self.mark(db, preparing: preparing) { digest, mediaType in
+                    self.children(of: digest, mediaType: mediaType, blobs: blobs)
+                }
                 // Snapshots no one keeps; their storage goes after the commit. An unkept
                 // snapshot's children are unkept too, so no kept row loses its parent.
                 // A row left not ready by a Prepare that is no longer running (a cancelled call
@@ -210,7 +217,8 @@ public final class GarbageCollector: Sendable {
         var snapshots = Set<SnapshotKey>()
     }
 
-    static func mark(_ db: Database, blobs: BlobStore, preparing: Set<Int64>) throws -> Marked {
+    static func mark(_ db: Database, preparing: Set<Int64>,
+                     children: (_ digest: String, _ mediaType: String?) -> [Descriptor]) throws -> Marked {
         var contentLabels: [ContentKey: [String: String]] = [:]
         for row in try Row.fetchAll(db.cachedStatement(sql: "SELECT namespace, digest, labels FROM content")) {
             contentLabels[ContentKey(namespace: row["namespace"], digest: row["digest"])] = Codec.labels(row["labels"])
@@ -258,7 +266,7 @@ public final class GarbageCollector: Sendable {
             case .content(let key):
                 guard let labels = contentLabels[key], marked.content.insert(key).inserted else { continue }
                 queue += references(in: labels, namespace: key.namespace).map { ($0, nil) }
-                for child in children(of: key.digest, mediaType: mediaType, blobs: blobs) {
+                for child in children(key.digest, mediaType) {
                     queue.append((.content(ContentKey(namespace: key.namespace, digest: child.digest.description)), child.mediaType))
                 }
             case .snapshot(let key):
@@ -273,14 +281,21 @@ public final class GarbageCollector: Sendable {
     }
 
     /// Descriptors an index or manifest refers to. Blobs of unknown type are looked into when
-    /// small and JSON; anything that does not parse has no children.
-    static func children(of digestText: String, mediaType: String?, blobs: BlobStore) -> [Descriptor] {
+    /// small and JSON; anything that does not parse has no children. What a blob that could be
+    /// read says is remembered (a missing blob may still arrive, so its absence is not).
+    func children(of digestText: String, mediaType: String?, blobs: BlobStore) -> [Descriptor] {
         if let mediaType, !MediaType.isIndex(mediaType), !MediaType.isManifest(mediaType) { return [] }
-        guard let digest = try? Digest(parsing: digestText), let bytes = try? blobs.readAll(digest, limit: 4 << 20),
-              bytes.first == UInt8(ascii: "{")
-        else { return [] }
-        guard let document = try? JSONDecoder().decode(ReferencingDocument.self, from: Data(bytes)) else { return [] }
-        return (document.manifests ?? []) + (document.config.map { [$0] } ?? []) + (document.layers ?? [])
+        if let known = references.withLock({ $0[digestText] }) { return known }
+        guard let digest = try? Digest(parsing: digestText), let bytes = try? blobs.readAll(digest, limit: 4 << 20) else { return [] }
+        var found: [Descriptor] = []
+        if bytes.first == UInt8(ascii: "{"), let document = try? JSONDecoder().decode(ReferencingDocument.self, from: Data(bytes)) {
+            found = (document.manifests ?? []) + (document.config.map { [$0] } ?? []) + (document.layers ?? [])
+        }
+        references.withLock { references in
+            if references.count >= Self.referencesKept { references.removeAll() }
+            references[digestText] = found
+        }
+        return found
     }
 
     struct ReferencingDocument: Decodable {

@@ -115,9 +115,16 @@ enum Codec {
         return encoder
     }()
 
+    /// Labels as a JSON object with sorted keys, written without Foundation (every container,
+    /// snapshot and content row a run writes has some).
     static func encode(_ labels: [String: String]) -> String {
-        guard !labels.isEmpty, let data = try? encoder.encode(labels) else { return "{}" }
-        return String(decoding: data, as: UTF8.self)
+        guard !labels.isEmpty else { return "{}" }
+        var out = "{"
+        for (index, key) in labels.keys.sorted().enumerated() {
+            if index > 0 { out += "," }
+            out += JSONValue.quote(key) + ":" + JSONValue.quote(labels[key]!)
+        }
+        return out + "}"
     }
 
     static func labels(_ text: String?) -> [String: String] {
