@@ -487,7 +487,7 @@ final class HTTP2Connection: TaskExecutor, @unchecked Sendable {
             return
         }
         let descriptor: MethodDescriptor
-        if method == "POST", let parsed = Self.parse(path: path) {
+        if method == "POST", let parsed = directMethods[path]?.descriptor ?? Self.parse(path: path) {
             descriptor = parsed
         } else {
             respondWithoutCall(streamID, endStream: endStream, Status(code: .unimplemented, message: "\(method) \(path): not a gRPC method"))

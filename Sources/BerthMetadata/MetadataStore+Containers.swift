@@ -41,7 +41,7 @@ extension MetadataStore {
     }
 
     public func container(_ namespace: Namespace, id: String) async throws(BerthError) -> Container {
-        try await read { db in
+        try cachedRead(.container(namespace: namespace.name, id: id)) { db in
             Self.container(from: try Self.containerRow(db, namespace, id: id))
         }
     }

@@ -21,7 +21,11 @@ extension MetadataStore {
     }
 
     public func contentInfo(_ namespace: Namespace, digest: Digest) async throws(BerthError) -> ContentInfo {
-        try await read { db in
+        try contentInfoNow(namespace, digest: digest)
+    }
+
+    private func contentInfoNow(_ namespace: Namespace, digest: Digest) throws(BerthError) -> ContentInfo {
+        try cachedRead(.content(namespace: namespace.name, digest: digest.description)) { db in
             try Self.contentInfo(from: Self.contentRow(db, namespace, digest: digest))
         }
     }
@@ -29,15 +33,7 @@ extension MetadataStore {
     /// The size of a blob the namespace sees, read synchronously: for callers already off the
     /// cooperative pool (a `Content/Read` does its lookup and first read in one blocking hop).
     public func contentSize(_ namespace: Namespace, digest: Digest) throws(BerthError) -> Int64 {
-        let size: Int64?
-        do {
-            size = try readNow { db in
-                try Int64.fetchOne(db.cachedStatement(sql: "SELECT size FROM content WHERE namespace = ? AND digest = ?"),
-                                   arguments: [namespace.name, digest.description])
-            }
-        } catch { throw Self.convert(error) }
-        guard let size else { throw .notFound("content digest \(digest): not found") }
-        return size
+        try contentInfoNow(namespace, digest: digest).size
     }
 
     public func contents(_ namespace: Namespace, filter: Filter) async throws(BerthError) -> [ContentInfo] {

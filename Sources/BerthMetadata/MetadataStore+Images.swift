@@ -33,7 +33,7 @@ extension MetadataStore {
     }
 
     public func image(_ namespace: Namespace, name: String) async throws(BerthError) -> Image {
-        try await read { db in
+        try cachedRead(.image(namespace: namespace.name, name: name)) { db in
             try Self.image(from: Self.imageRow(db, namespace, name: name))
         }
     }

@@ -17,7 +17,7 @@ extension MetadataStore {
     }
 
     public func namespace(_ namespace: Namespace) async throws(BerthError) -> NamespaceInfo {
-        try await read { db in
+        try cachedRead(.namespace(namespace.name)) { db in
             guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT labels FROM namespaces WHERE name = ?"), arguments: [namespace.name]) else {
                 throw BerthError.notFound("namespace \(namespace): not found")
             }

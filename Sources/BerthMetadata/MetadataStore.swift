@@ -14,6 +14,8 @@ import Synchronization
 public final class MetadataStore: Sendable {
     let pool: DatabasePool
     let readers: ReaderConnections
+    /// Answers to repeated lookups, forgotten at every write (see ``ReadCache``).
+    let cache = ReadCache()
     public let blobs: BlobStore
     /// The snapshotters' storage, by name (`overlayfs`, `native`).
     public let snapshotters: [String: any Snapshotter]
@@ -58,6 +60,7 @@ public final class MetadataStore: Sendable {
     /// Closes the reader connections not in use and empties the writer's caches (blocks until
     /// the writer is free).
     public func releaseMemory() {
+        cache.invalidate()
         readers.closeIdle()
         pool.releaseMemory()
     }
@@ -65,12 +68,14 @@ public final class MetadataStore: Sendable {
     // MARK: Transactions
 
     func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(BerthError) -> T {
+        defer { cache.invalidate() }
         do { return try await pool.write(body) } catch { throw Self.convert(error) }
     }
 
     /// Holds the writer without opening a transaction, for work that must follow a commit
     /// before any other write may start.
     func writeWithoutTransaction<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(BerthError) -> T {
+        defer { cache.invalidate() }
         do { return try await pool.writeWithoutTransaction(body) } catch { throw Self.convert(error) }
     }
 
@@ -78,6 +83,7 @@ public final class MetadataStore: Sendable {
     /// pool; unlike ``write(_:)`` it does not give up when the calling task is cancelled, so it
     /// suits clean-up.
     func writeNow<T>(_ body: (Database) throws -> T) throws(BerthError) -> T {
+        defer { cache.invalidate() }
         do { return try pool.write(body) } catch { throw Self.convert(error) }
     }
 
@@ -93,6 +99,13 @@ public final class MetadataStore: Sendable {
 
     func readNow<T>(_ body: (Database) throws -> T) throws -> T {
         try readers.read(body)
+    }
+
+    /// A read whose answer is kept until the next write (see ``ReadCache``).
+    func cachedRead<T: Sendable>(_ key: ReadCache.Key, _ body: @escaping @Sendable (Database) throws -> T) throws(BerthError) -> T {
+        do {
+            return try cache.value(key) { () throws -> T in try readNow(body) }
+        } catch { throw Self.convert(error) }
     }
 
     static func convert(_ error: any Error) -> BerthError {
