@@ -1,5 +1,6 @@
 import BerthContent
 import BerthCore
+import BerthSystem
 import Foundation
 import GRDB
 import Synchronization
@@ -67,7 +68,16 @@ public final class MetadataStore: Sendable {
 
     // MARK: Transactions
 
+    ///
+    /// On one of Berth's own threads (a connection's, where most calls' handlers run) the
+    /// transaction runs right there, waiting for the writer if need be: a write takes well under a
+    /// millisecond, less than GRDB's hop to its writer's queue and back. Elsewhere (Swift's
+    /// cooperative pool, which must not block) it hops.
     func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(BerthError) -> T {
+        if isOwnThread {
+            guard !Task.isCancelled else { throw BerthError(.cancelled, "metadata database: write cancelled") }
+            return try writeNow(body)
+        }
         defer { cache.invalidate() }
         do { return try await pool.write(body) } catch { throw Self.convert(error) }
     }

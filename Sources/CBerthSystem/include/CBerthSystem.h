@@ -26,6 +26,9 @@ static inline int cberth_close_from(unsigned int fd) { return (int)syscall(SYS_c
 
 /// glibc allocator controls that Swift's Glibc module does not export.
 static inline int cberth_mallopt_mmap_threshold(int bytes) { return mallopt(M_MMAP_THRESHOLD, bytes); }
+// Threads Berth starts itself (thread.c): marked at their start, read by Swift.
+void cberth_mark_own_thread(void);
+int cberth_is_own_thread(void);
 static inline int cberth_mallopt_arena_max(int arenas) { return mallopt(M_ARENA_MAX, arenas); }
 static inline int cberth_malloc_trim(void) { return malloc_trim(0); }
 
