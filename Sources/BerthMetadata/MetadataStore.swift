@@ -79,7 +79,9 @@ public final class MetadataStore: Sendable {
             return try writeNow(body)
         }
         defer { cache.invalidate() }
-        do { return try await pool.write(body) } catch { throw Self.convert(error) }
+        do {
+            return try await pool.writeWithoutTransaction { db in try Self.transaction(db, "BEGIN IMMEDIATE", body) }
+        } catch { throw Self.convert(error) }
     }
 
     /// Holds the writer without opening a transaction, for work that must follow a commit
@@ -94,7 +96,24 @@ public final class MetadataStore: Sendable {
     /// suits clean-up.
     func writeNow<T>(_ body: (Database) throws -> T) throws(BerthError) -> T {
         defer { cache.invalidate() }
-        do { return try pool.write(body) } catch { throw Self.convert(error) }
+        do {
+            return try pool.writeWithoutTransaction { db in try Self.transaction(db, "BEGIN IMMEDIATE", body) }
+        } catch { throw Self.convert(error) }
+    }
+
+    /// `body` between `begin` and `COMMIT` (`ROLLBACK` when it throws), with cached statements:
+    /// GRDB's own transactions prepare their `BEGIN` anew each time and track savepoints and
+    /// observers this store does not use, which cost more than a small write's statements.
+    static func transaction<T>(_ db: Database, _ begin: String, _ body: (Database) throws -> T) throws -> T {
+        try db.cachedStatement(sql: begin).execute()
+        do {
+            let result = try body(db)
+            try db.cachedStatement(sql: "COMMIT").execute()
+            return result
+        } catch {
+            if db.isInsideTransaction { try? db.cachedStatement(sql: "ROLLBACK").execute() }
+            throw error
+        }
     }
 
     /// A read, run on the calling thread.

@@ -28,17 +28,7 @@ final class ReaderConnections: Sendable {
                 if idle.count < Self.keptIdle { idle.append(connection) }
             }
         }
-        return try connection.unsafeRead { db in
-            try db.cachedStatement(sql: "BEGIN DEFERRED").execute()
-            do {
-                let result = try body(db)
-                try db.cachedStatement(sql: "COMMIT").execute()
-                return result
-            } catch {
-                try? db.cachedStatement(sql: "ROLLBACK").execute()
-                throw error
-            }
-        }
+        return try connection.unsafeRead { db in try MetadataStore.transaction(db, "BEGIN DEFERRED", body) }
     }
 
     /// Closes the idle connections (the next read opens one again, well under a millisecond).
