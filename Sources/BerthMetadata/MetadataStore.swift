@@ -68,6 +68,7 @@ public final class MetadataStore: Sendable {
 
     // MARK: Transactions
 
+    /// A write transaction.
     ///
     /// On one of Berth's own threads (a connection's, where most calls' handlers run) the
     /// transaction runs right there, waiting for the writer if need be: a write takes well under a
@@ -131,7 +132,7 @@ public final class MetadataStore: Sendable {
     }
 
     /// A read whose answer is kept until the next write (see ``ReadCache``).
-    func cachedRead<T: Sendable>(_ key: ReadCache.Key, _ body: @escaping @Sendable (Database) throws -> T) throws(BerthError) -> T {
+    func cachedRead<T: Sendable>(_ key: ReadCache.Key, _ body: (Database) throws -> T) throws(BerthError) -> T {
         do {
             return try cache.value(key) { () throws -> T in try readNow(body) }
         } catch { throw Self.convert(error) }

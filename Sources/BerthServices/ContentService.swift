@@ -12,9 +12,9 @@ import SwiftProtobuf
 /// resumable, verified ingests that create them.
 public struct ContentService: Containerd_Services_Content_V1_Content.SimpleServiceProtocol {
     /// containerd reads in 1 MiB pieces; so does Berth.
+    static let readChunkSize = 1 << 20
     /// Reads of at most this many bytes run on the calling thread.
     static let inlineReadLimit: Int64 = 64 * 1024
-    static let readChunkSize = 1 << 20
 
     let store: MetadataStore
     let events: EventBus

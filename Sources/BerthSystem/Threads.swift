@@ -2,6 +2,12 @@ import BerthCore
 import CBerthSystem
 import Glibc
 
+/// Whether the calling thread was started by ``spawnThread(name:stackSize:_:)`` (a gRPC or
+/// ttrpc connection's thread, a ``BlockingThreads`` worker), not by Swift's cooperative pool or
+/// Dispatch: there, short blocking work (a database write of a few milliseconds) may run on the
+/// calling thread, holding up only what that thread serves, instead of paying two thread hops.
+public var isOwnThread: Bool { cberth_is_own_thread() != 0 }
+
 /// Starts a detached POSIX thread that runs `body`.
 ///
 /// BerthTTRPC runs its loops and handlers on plain threads so that it works in a process (the
@@ -10,12 +16,6 @@ import Glibc
 /// to the 15 bytes Linux keeps; `stackSize` (bytes) replaces the default reservation when given.
 ///
 /// - Throws: `BerthError.resourceExhausted` when the system cannot create another thread.
-/// Whether the calling thread was started by ``spawnThread(name:stackSize:_:)`` (a gRPC or
-/// ttrpc connection's thread, a ``BlockingThreads`` worker), not by Swift's cooperative pool or
-/// Dispatch: there, short blocking work (a database write of a few milliseconds) may run on the
-/// calling thread, holding up only what that thread serves, instead of paying two thread hops.
-public var isOwnThread: Bool { cberth_is_own_thread() != 0 }
-
 public func spawnThread(name: String, stackSize: Int? = nil, _ body: @escaping @Sendable () -> Void) throws(BerthError) {
     let context = Unmanaged.passRetained(ThreadBody(name: name, run: body)).toOpaque()
     var attributes = pthread_attr_t()
