@@ -225,13 +225,17 @@ import Testing
     @Test func handlersOfCallsTheClientAbandonsAreCancelled() async throws {
         let before = Self.waits.withLock { $0.cancelled }
         try await Self.withServer { client, socket in
+            let startedBefore = Self.waits.withLock { $0.started }
             let call = Task {
                 try await client.serverStreaming(
                     request: ClientRequest(message: []), descriptor: Self.wait, serializer: Bytes(), deserializer: Bytes(),
                     options: .defaults
                 ) { response in for try await _ in response.messages {} }
             }
-            try await Task.sleep(for: .milliseconds(200))
+            // Cancelled once its handler runs (a call cancelled sooner never reaches one).
+            for _ in 0..<500 where Self.waits.withLock({ $0.started }) < startedBefore + 1 {
+                try await Task.sleep(for: .milliseconds(10))
+            }
             call.cancel()
             _ = await call.result
             #expect(try await Self.waitForCancelledHandlers(before + 1), "reset stream: handler still waiting")
