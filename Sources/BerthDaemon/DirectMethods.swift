@@ -66,7 +66,7 @@ struct DirectMethods {
         DirectMethod(descriptor) { [afterEachCall] bytes, call in
             defer { afterEachCall() }
             let request: Request = try Self.decode(bytes)
-            let response = try await Self.inRequestContext(call.metadata) { try await handler(request, call.context) }
+            let response = try await RequestContext.withValues(from: call.metadata) { try await handler(request, call.context) }
             try await call.send(try Self.encode(response))
         }
     }
@@ -78,19 +78,9 @@ struct DirectMethods {
         DirectMethod(descriptor) { [afterEachCall] bytes, call in
             defer { afterEachCall() }
             let request: Request = try Self.decode(bytes)
-            try await Self.inRequestContext(call.metadata) {
+            try await RequestContext.withValues(from: call.metadata) {
                 try await handler(request, RPCWriter(wrapping: Replies<Response>(call: call)), call.context)
             }
-        }
-    }
-
-    /// Runs `body` with the call's namespace and lease in ``RequestContext``, as
-    /// ``NamespaceInterceptor`` does for calls through GRPCCore.
-    private static func inRequestContext<T: Sendable>(_ metadata: Metadata, _ body: () async throws -> T) async throws -> T {
-        let namespace = metadata[stringValues: RequestContext.namespaceKey].first(where: { _ in true }) ?? "default"
-        let lease = metadata[stringValues: RequestContext.leaseKey].first(where: { _ in true })
-        return try await RequestContext.$namespace.withValue(namespace) {
-            try await RequestContext.$lease.withValue(lease) { try await body() }
         }
     }
 

@@ -15,6 +15,16 @@ public enum RequestContext {
     static func currentNamespace() throws(BerthError) -> Namespace {
         try Namespace(namespace)
     }
+
+    /// Runs `body` with the namespace and lease a call's `metadata` names (`default` and none
+    /// when it names neither).
+    public static func withValues<T: Sendable>(from metadata: Metadata, _ body: () async throws -> T) async throws -> T {
+        let namespace = metadata[stringValues: namespaceKey].first(where: { _ in true }) ?? "default"
+        let lease = metadata[stringValues: leaseKey].first(where: { _ in true })
+        return try await $namespace.withValue(namespace) {
+            try await $lease.withValue(lease) { try await body() }
+        }
+    }
 }
 
 /// Lifts the namespace and lease out of metadata into ``RequestContext`` for the whole call,
@@ -33,23 +43,18 @@ public struct NamespaceInterceptor: ServerInterceptor {
         context: ServerContext,
         next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
     ) async throws -> StreamingServerResponse<Output> {
-        let namespace = request.metadata[stringValues: RequestContext.namespaceKey].first(where: { _ in true }) ?? "default"
-        let lease = request.metadata[stringValues: RequestContext.leaseKey].first(where: { _ in true })
+        let metadata = request.metadata
         defer { afterEachCall() }
-        return try await RequestContext.$namespace.withValue(namespace) {
-            try await RequestContext.$lease.withValue(lease) {
-                var response = try await next(request, context)
-                if case .success(var contents) = response.accepted {
-                    let producer = contents.producer
-                    contents.producer = { writer in
-                        try await RequestContext.$namespace.withValue(namespace) {
-                            try await RequestContext.$lease.withValue(lease) { try await producer(writer) }
-                        }
-                    }
-                    response.accepted = .success(contents)
+        return try await RequestContext.withValues(from: metadata) {
+            var response = try await next(request, context)
+            if case .success(var contents) = response.accepted {
+                let producer = contents.producer
+                contents.producer = { writer in
+                    try await RequestContext.withValues(from: metadata) { try await producer(writer) }
                 }
-                return response
+                response.accepted = .success(contents)
             }
+            return response
         }
     }
 }
