@@ -35,12 +35,12 @@ public final class MetadataStore: Sendable {
             var configuration = Configuration()
             configuration.foreignKeysEnabled = true
             configuration.busyMode = .timeout(10)
-            configuration.prepareDatabase { db in
-                // FULL: a commit reported to a client survives power loss (NORMAL in WAL mode
-                // does not fsync each commit, and a lost row would let GC remove its blob).
-                try db.execute(sql: "PRAGMA synchronous = FULL")
-            }
             pool = try DatabasePool(path: path, configuration: configuration)
+            // FULL: a commit reported to a client survives power loss (NORMAL in WAL mode does
+            // not fsync each commit, and a lost row would let GC remove its blob). Set on the
+            // writer once the pool is open: GRDB switches a new pool's writer to NORMAL after
+            // `prepareDatabase` has run, so setting it there has no effect.
+            try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
             try Schema.migrator.migrate(pool)
             readers = ReaderConnections(path: path)
         } catch {

@@ -32,6 +32,18 @@ struct MigrationTests {
         }
     }
 
+    /// GRDB sets a new pool's writer to `synchronous = NORMAL`, under which WAL commits are not
+    /// synced to disk one by one; the store must end up with FULL on the connection that writes.
+    @Test func commitsAreSyncedToDisk() async throws {
+        try await withStore { (store, _) async throws in
+            let (journal, synchronous) = try await store.pool.writeWithoutTransaction { db in
+                (try String.fetchOne(db, sql: "PRAGMA journal_mode"), try Int.fetchOne(db, sql: "PRAGMA synchronous"))
+            }
+            #expect(journal == "wal")
+            #expect(synchronous == 2, "PRAGMA synchronous is \(String(describing: synchronous)), not FULL (2)")
+        }
+    }
+
     @Test func v1DatabaseOpensAndKeepsItsRows() async throws {
         try await withTemporaryDirectory(prefix: "berth-migrate") { (dir) async throws in
             let path = dir.appending("meta.db")
