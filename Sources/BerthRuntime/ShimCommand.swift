@@ -4,12 +4,11 @@ import Glibc
 import BerthCore
 import BerthSystem
 import CBerthRuntime
-import Dispatch
 import Foundation
 
 /// Runs a shim binary's `start` or `delete` action (shim-v2-ttrpc.md §2.1, §2.4) and collects
-/// what it wrote. Runs on a Dispatch thread of its own (many shims may start at once); the caller's
-/// task only suspends.
+/// what it wrote, on a blocking thread (many shims may start at once); the caller's task only
+/// suspends.
 struct ShimCommand: Sendable {
     var binary: String
     var arguments: [String]
@@ -33,7 +32,7 @@ struct ShimCommand: Sendable {
         var stderrText: String { String(decoding: stderr, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) }
     }
 
-    /// Runs the action to its end.
+    /// Runs the action to its end on a blocking thread; the caller's task only suspends.
     ///
     /// - Throws: `internal` when the binary cannot be started at all.
     func run() async throws(BerthError) -> Output {
@@ -42,7 +41,11 @@ struct ShimCommand: Sendable {
         }
     }
 
-    private func runSynchronously() throws(BerthError) -> Output {
+    /// Runs the action to its end on the calling thread, which it blocks (many shims may start
+    /// at once, so never a thread of the cooperative pool).
+    ///
+    /// - Throws: `internal` when the binary cannot be started at all.
+    func runSynchronously() throws(BerthError) -> Output {
         if !stdin.isEmpty && stdin.count > 60 * 1024 {
             throw .invalidArgument("shim options of \(stdin.count) bytes are too large")
         }
@@ -55,15 +58,14 @@ struct ShimCommand: Sendable {
             if !stdin.isEmpty { try FileSystem.writeAll(fd: input.write, stdin) }
         }
         let out = try Self.makePipe()
-        var outRead: Int32? = out.read
-        defer { if let fd = outRead { close(fd) } }
         var err: (read: Int32, write: Int32)?
         if !combineOutput {
-            do { err = try Self.makePipe() } catch { close(out.write); throw error }
+            do { err = try Self.makePipe() } catch {
+                close(out.read)
+                close(out.write)
+                throw error
+            }
         }
-        var errRead = err?.read
-        defer { if let fd = errRead { close(fd) } }
-
         let argv = [binary] + arguments
         let envp = environment.map { "\($0.key)=\($0.value)" }
         var pid: pid_t = 0
@@ -75,33 +77,75 @@ struct ShimCommand: Sendable {
         close(out.write)
         if let err { close(err.write) }
         guard rc == 0 else {
+            close(out.read)
+            if let err { close(err.read) }
             throw errnoError("run shim \(binary) \(arguments.last ?? "")", errno: rc)
         }
+        let (outputs, timedOut) = Self.collect(pid: pid, outputs: [out.read] + (err.map { [$0.read] } ?? []),
+                                               deadline: MonotonicInstant.now + timeout)
+        let status = Self.reap(pid)
+        return Output(status: status, stdout: outputs[0], stderr: outputs.count > 1 ? outputs[1] : [], timedOut: timedOut)
+    }
 
-        // Killed by its PID when it overstays; never after it was reaped (the PID could be reused).
-        let guardState = KillGuard(pid: pid)
-        let timer = DispatchWorkItem { guardState.killIfRunning() }
-        let (seconds, attoseconds) = timeout.components
-        DispatchQueue.global().asyncAfter(
-            deadline: .now() + .nanoseconds(Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000)), execute: timer)
-        defer { timer.cancel() }
-
-        // stderr drains on another thread so neither pipe can fill up and stall the shim.
-        let errorOutput = CollectedBytes()
-        let group = DispatchGroup()
-        if let fd = errRead {
-            errRead = nil
-            DispatchQueue.global().async(group: group) {
-                errorOutput.set(Self.readToEnd(fd))
-                close(fd)
+    /// Reads `outputs` (closing each) until end of file and waits for the action to exit, in one
+    /// poll(2) loop that also keeps the deadline, all on this thread: no timer thread, no second
+    /// reader. End of file comes when the action and every process that still holds its output
+    /// have closed it. At the deadline the action is killed (SIGKILL, by its PID, which stays its
+    /// own until ``reap(_:)``) and its pipes are no longer waited for, so a daemonised child that
+    /// kept them cannot stall the caller either.
+    ///
+    /// - Returns: what each pipe delivered, in the order of `outputs`, and whether the deadline
+    ///   passed.
+    private static func collect(pid: pid_t, outputs: [Int32], deadline: MonotonicInstant) -> (bytes: [[UInt8]], timedOut: Bool) {
+        // Readable once the action has exited. Without pidfd_open (before Linux 5.3) only the
+        // pipes are watched, and the exit is waited for without a deadline.
+        let exitFD = cberth_pidfd_open(pid)
+        defer { if exitFD >= 0 { close(exitFD) } }
+        var bytes = [[UInt8]](repeating: [], count: outputs.count)
+        var timedOut = false
+        var open = Array(outputs.indices)
+        var exited = exitFD < 0
+        var buffer = [UInt8](repeating: 0, count: 16 << 10)
+        var fds: [pollfd] = []
+        while !open.isEmpty || !exited {
+            fds.removeAll(keepingCapacity: true)
+            for index in open { fds.append(pollfd(fd: outputs[index], events: Int16(POLLIN), revents: 0)) }
+            if !exited { fds.append(pollfd(fd: exitFD, events: Int16(POLLIN), revents: 0)) }
+            let wait = Int32(clamping: max(0, (MonotonicInstant.now.nanoseconds(to: deadline) + 999_999) / 1_000_000))
+            let ready = poll(&fds, nfds_t(fds.count), wait)
+            if ready < 0 && errno == EINTR { continue }
+            if ready <= 0 {
+                // The deadline passed (or poll cannot work at all).
+                kill(pid, SIGKILL)
+                timedOut = true
+                break
+            }
+            for entry in fds where entry.revents != 0 {
+                if entry.fd == exitFD {
+                    exited = true
+                    continue
+                }
+                guard let position = open.firstIndex(where: { outputs[$0] == entry.fd }) else { continue }
+                let index = open[position]
+                let n = buffer.withUnsafeMutableBytes { read(entry.fd, $0.baseAddress, $0.count) }
+                if n > 0 {
+                    bytes[index] += buffer[0..<n]
+                } else if n == 0 || (errno != EINTR && errno != EAGAIN) {
+                    close(entry.fd)
+                    open.remove(at: position)
+                }
             }
         }
-        let output = Self.readToEnd(out.read)
-        close(out.read)
-        outRead = nil
-        group.wait()
-        let status = guardState.reap()
-        return Output(status: status, stdout: output, stderr: errorOutput.get(), timedOut: guardState.timedOut)
+        for index in open { close(outputs[index]) }
+        return (bytes, timedOut)
+    }
+
+    /// Waits for the action to exit and reaps it; returns its exit code (128+signal if killed).
+    private static func reap(_ pid: pid_t) -> Int32 {
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let signal = status & 0x7f
+        return signal == 0 ? (status >> 8) & 0xff : 128 + signal
     }
 
     private static func makePipe() throws(BerthError) -> (read: Int32, write: Int32) {
@@ -110,56 +154,6 @@ struct ShimCommand: Sendable {
         guard rc == 0 else { throw errnoError("pipe", errno: rc) }
         return (fds[0], fds[1])
     }
-
-    /// Reads until end of file, which comes when the action and every process that still holds
-    /// its output have closed it (a shim's daemonised child must not keep them).
-    private static func readToEnd(_ fd: Int32) -> [UInt8] {
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n > 0 {
-                bytes += buffer[0..<n]
-            } else if n < 0 && errno == EINTR {
-                continue
-            } else {
-                return bytes
-            }
-        }
-    }
-}
-
-/// Lets a timer kill a child by PID only while the child is not yet reaped.
-private final class KillGuard: @unchecked Sendable {
-    private let lock = NSLock()
-    private let pid: pid_t
-    private var reaped = false
-    private var killed = false
-
-    init(pid: pid_t) { self.pid = pid }
-
-    var timedOut: Bool { lock.withLock { killed } }
-
-    func killIfRunning() {
-        lock.withLock {
-            guard !reaped else { return }
-            killed = true
-            kill(pid, SIGKILL)
-        }
-    }
-
-    /// Waits for the child to exit, then reaps it; returns its exit code (128+signal if killed).
-    func reap() -> Int32 {
-        var info = siginfo_t()
-        while waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT) != 0 && errno == EINTR {}
-        return lock.withLock {
-            var status: Int32 = 0
-            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-            reaped = true
-            let signal = status & 0x7f
-            return signal == 0 ? (status >> 8) & 0xff : 128 + signal
-        }
-    }
 }
 
 /// Runs `body` with a NULL-terminated C array of `strings`.
@@ -167,11 +161,4 @@ private func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeM
     let pointers = strings.map { strdup($0) } + [nil]
     defer { for pointer in pointers { free(pointer) } }
     return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
-}
-
-private final class CollectedBytes: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: [UInt8] = []
-    func set(_ bytes: [UInt8]) { lock.withLock { value = bytes } }
-    func get() -> [UInt8] { lock.withLock { value } }
 }

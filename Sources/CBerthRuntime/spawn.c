@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 int cberth_spawn(pid_t *pid, const char *path, char *const argv[], char *const envp[], const char *dir,
@@ -34,4 +35,13 @@ int cberth_spawn(pid_t *pid, const char *path, char *const argv[], char *const e
 
 int cberth_pipe_cloexec(int fds[2]) {
     return pipe2(fds, O_CLOEXEC) == 0 ? 0 : errno;
+}
+
+int cberth_pidfd_open(pid_t pid) {
+#ifdef SYS_pidfd_open
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
 }

@@ -14,4 +14,8 @@ int cberth_spawn(pid_t *pid, const char *path, char *const argv[], char *const e
 /// pipe2(2) with O_CLOEXEC.
 int cberth_pipe_cloexec(int fds[2]);
 
+/// pidfd_open(2): a descriptor that polls readable once process `pid` has exited. Returns it, or
+/// -1 with errno set (ENOSYS before Linux 5.3).
+int cberth_pidfd_open(pid_t pid);
+
 #endif
