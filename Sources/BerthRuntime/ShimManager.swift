@@ -98,7 +98,7 @@ public final class ShimManager: Sendable {
         case live(ShimTask)
         /// Deleted; its shim is being shut down and its bundle removed. A new task of the same id
         /// waits for that (same bundle directory, runtime state and shim socket).
-        case retiring(UInt64, Task<Void, Never>)
+        case retiring(UInt64, Teardown)
     }
 
     public let configuration: ShimManagerConfiguration
@@ -187,7 +187,7 @@ public final class ShimManager: Sendable {
     public func create(_ creation: TaskCreation) async throws(BerthError) -> (task: ShimTask, pid: UInt32) {
         let key = Key(namespace: creation.namespace.name, id: creation.id)
         let token = nextToken.add(1, ordering: .relaxed).newValue
-        while let retiring = try table.withLock({ table throws(BerthError) -> Task<Void, Never>? in
+        while let retiring = try table.withLock({ table throws(BerthError) -> Teardown? in
             if case .retiring(_, let teardown) = table[key] { return teardown }
             guard table[key] == nil else {
                 throw .alreadyExists("task \(quoted(creation.id)) in namespace \(quoted(creation.namespace.name)): already exists")
@@ -195,7 +195,7 @@ public final class ShimManager: Sendable {
             table[key] = .pending(token)
             return nil
         }) {
-            await retiring.value
+            await retiring.wait()
         }
         var bundle: Bundle?
         var log: ShimLog?
@@ -331,16 +331,23 @@ public final class ShimManager: Sendable {
         request.id = task.id
         let response: Containerd_Task_V2_DeleteResponse = try await task.call("Delete", request)
         // The answer does not wait for the shim's shutdown and the bundle's removal: the task is
-        // gone for every caller at once, and a new task of the same id waits for them.
+        // gone for every caller at once, and a new task of the same id waits for them. They run
+        // as one job on a blocking thread, which the Shutdown call's deadline costs no timer.
         let key = Key(namespace: task.namespace.name, id: task.id)
-        table.withLock { entries in
-            guard case .live(let live) = entries[key], live.token == task.token else { return }
-            entries[key] = .retiring(task.token, Task(executorPreference: globalConcurrentExecutor) { [self] in
-                await teardown(task, taskDeleted: true)
+        let teardown = Teardown()
+        let retiring = table.withLock { entries -> Bool in
+            guard case .live(let live) = entries[key], live.token == task.token else { return false }
+            entries[key] = .retiring(task.token, teardown)
+            return true
+        }
+        if retiring {
+            BlockingThreads.shared.submit { [self] in
+                tearDownSynchronously(task, taskDeleted: true)
                 table.withLock { entries in
                     if case .retiring(task.token, _) = entries[key] { entries[key] = nil }
                 }
-            })
+                teardown.finish()
+            }
         }
         return response
     }
@@ -348,25 +355,30 @@ public final class ShimManager: Sendable {
     /// Waits for the teardowns of deleted tasks still running (for a daemon on its way out).
     public func finishTeardowns() async {
         let teardowns = table.withLock { table in
-            table.values.compactMap { entry -> Task<Void, Never>? in
+            table.values.compactMap { entry -> Teardown? in
                 if case .retiring(_, let teardown) = entry { return teardown }
                 return nil
             }
         }
-        for teardown in teardowns { await teardown.value }
+        for teardown in teardowns { await teardown.wait() }
     }
 
-    /// Shutdown, close, the `delete` action, the bundle: after the task is out of the table.
+    /// ``tearDownSynchronously(_:taskDeleted:)`` on a blocking thread.
+    private func teardown(_ task: ShimTask, taskDeleted: Bool = false) async {
+        _ = try? await runBlocking { [self] () throws(BerthError) in tearDownSynchronously(task, taskDeleted: taskDeleted) }
+    }
+
+    /// Shutdown, close, the `delete` action, the bundle: after the task is out of the table. Blocks.
     ///
     /// `taskDeleted`: the shim's `Delete` succeeded, so the runtime's container is gone and the
     /// rootfs unmounted; the `delete` action (another shim and runtime process, about 25 ms) then
     /// runs only when the shim does not shut down cleanly, as containerd retires a shim.
-    private func teardown(_ task: ShimTask, taskDeleted: Bool = false) async {
+    private func tearDownSynchronously(_ task: ShimTask, taskDeleted: Bool) {
         var request = Containerd_Task_V2_ShutdownRequest()
         request.id = task.id
         var shutDown = true
         do {
-            try await task.callEmpty("Shutdown", request, timeout: Self.shutdownTimeout)
+            let _: Google_Protobuf_Empty = try task.callSynchronously("Shutdown", request, timeout: Self.shutdownTimeout)
         } catch where error.code == .unavailable {
             // The shim exited while answering: what Shutdown is for.
         } catch {
@@ -375,10 +387,10 @@ public final class ShimManager: Sendable {
         }
         task.client.close()
         if !(taskDeleted && shutDown) {
-            _ = await runDeleteAction(binary: task.binary, bundle: task.bundle, namespace: task.namespace, id: task.id)
+            _ = runDeleteActionSynchronously(binary: task.binary, bundle: task.bundle, namespace: task.namespace, id: task.id)
         }
         task.log?.stop()
-        await removeBundle(task.bundle)
+        removeBundleSynchronously(task.bundle)
     }
 
     /// Takes the task out of the table if `token` still names it there; whoever gets it cleans up.
@@ -394,13 +406,22 @@ public final class ShimManager: Sendable {
     /// Returns its `DeleteResponse`, or nil when it failed.
     private func runDeleteAction(binary: String, bundle: Bundle, namespace: Namespace, id: String) async -> Containerd_Task_V2_DeleteResponse? {
         guard !binary.isEmpty else { return nil }
+        return try? await runBlocking { [self] () throws(BerthError) in
+            runDeleteActionSynchronously(binary: binary, bundle: bundle, namespace: namespace, id: id)
+        }
+    }
+
+    /// ``runDeleteAction(binary:bundle:namespace:id:)`` on the calling thread, which it blocks.
+    private func runDeleteActionSynchronously(binary: String, bundle: Bundle, namespace: Namespace,
+                                              id: String) -> Containerd_Task_V2_DeleteResponse? {
+        guard !binary.isEmpty else { return nil }
         let command = ShimCommand(binary: binary,
                                   arguments: shimArguments(namespace: namespace, id: id) + ["-bundle", bundle.path, "delete"],
                                   directory: bundle.path, environment: shimEnvironment(namespace: namespace),
                                   combineOutput: false, timeout: Self.cleanupTimeout)
         let metadata: Logger.Metadata = ["namespace": "\(namespace)", "id": "\(id)", "shim": "\(binary)"]
         let output: ShimCommand.Output
-        do { output = try await command.run() } catch {
+        do { output = try command.runSynchronously() } catch {
             logger.warning("shim delete action failed", metadata: metadata.merging(["error": "\(error)"]) { $1 })
             return nil
         }
@@ -417,7 +438,11 @@ public final class ShimManager: Sendable {
     /// Unmounts the rootfs and removes the bundle, on a blocking thread (not the connection's
     /// thread, which reads and answers that client's other calls).
     private func removeBundle(_ bundle: Bundle) async {
-        do { try await runBlocking { () throws(BerthError) in try bundle.remove() } } catch {
+        _ = try? await runBlocking { [self] () throws(BerthError) in removeBundleSynchronously(bundle) }
+    }
+
+    private func removeBundleSynchronously(_ bundle: Bundle) {
+        do { try bundle.remove() } catch {
             logger.error("cannot remove bundle", metadata: ["bundle": "\(bundle.path)", "error": "\(error)"])
         }
     }
@@ -544,6 +569,36 @@ public final class ShimManager: Sendable {
             task?.client.close()
             await cleanupAfterDeadShim(namespace: namespace, id: id, bundle: bundle, binary: binary, log: task?.log)
             return false
+        }
+    }
+}
+
+/// A deleted task's teardown, running on a blocking thread. Whoever needs it done (a new task of
+/// the same id, a daemon on its way out) waits without holding a thread.
+private final class Teardown: Sendable {
+    private struct State {
+        var finished = false
+        var waiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    private let state = Mutex(State())
+
+    func finish() {
+        let waiters = state.withLock { state in
+            state.finished = true
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    func wait() async {
+        await withCheckedContinuation { continuation in
+            let finished = state.withLock { state in
+                if !state.finished { state.waiters.append(continuation) }
+                return state.finished
+            }
+            if finished { continuation.resume() }
         }
     }
 }

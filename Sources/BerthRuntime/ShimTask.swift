@@ -53,10 +53,7 @@ public final class ShimTask: Sendable {
         _ method: String, _ request: some SwiftProtobuf.Message, timeout: Duration? = nil,
         as _: Response.Type = Response.self
     ) async throws(BerthError) -> Response {
-        let payload: [UInt8]
-        do { payload = try request.serializedBytes() } catch {
-            throw .internal("task \(id): encode \(method) request", underlying: SendableErrorBox(error))
-        }
+        let payload = try encode(method, request)
         let reply: [UInt8]
         do {
             reply = try await client.call(service: Self.service, method: method, payload: payload,
@@ -64,14 +61,41 @@ public final class ShimTask: Sendable {
         } catch {
             throw Self.mapError(error, task: id, method: method)
         }
-        do { return try Response(serializedBytes: reply) } catch {
-            throw .internal("task \(id): decode \(method) reply", underlying: SendableErrorBox(error))
+        return try decode(method, reply)
+    }
+
+    /// ``call(_:_:timeout:as:)`` that blocks the calling thread until the reply (or the timeout),
+    /// for work already on a blocking thread; the deadline costs no timer then.
+    func callSynchronously<Response: SwiftProtobuf.Message>(
+        _ method: String, _ request: some SwiftProtobuf.Message, timeout: Duration? = nil,
+        as _: Response.Type = Response.self
+    ) throws(BerthError) -> Response {
+        let payload = try encode(method, request)
+        let reply: [UInt8]
+        do {
+            reply = try client.call(service: Self.service, method: method, payload: payload,
+                                    metadata: [TTRPCMetadataKey.namespace: [namespace.name]], timeout: timeout)
+        } catch {
+            throw Self.mapError(error, task: id, method: method)
         }
+        return try decode(method, reply)
     }
 
     /// Calls a method whose reply is `google.protobuf.Empty`.
     public func callEmpty(_ method: String, _ request: some SwiftProtobuf.Message, timeout: Duration? = nil) async throws(BerthError) {
         let _: Google_Protobuf_Empty = try await call(method, request, timeout: timeout)
+    }
+
+    private func encode(_ method: String, _ request: some SwiftProtobuf.Message) throws(BerthError) -> [UInt8] {
+        do { return try request.serializedBytes() } catch {
+            throw .internal("task \(id): encode \(method) request", underlying: SendableErrorBox(error))
+        }
+    }
+
+    private func decode<Response: SwiftProtobuf.Message>(_ method: String, _ reply: [UInt8]) throws(BerthError) -> Response {
+        do { return try Response(serializedBytes: reply) } catch {
+            throw .internal("task \(id): decode \(method) reply", underlying: SendableErrorBox(error))
+        }
     }
 
     static func mapError(_ error: TTRPCError, task id: String, method: String) -> BerthError {
