@@ -96,9 +96,18 @@ public protocol Snapshotter: Sendable {
     /// The usage of the snapshot's own layer (for native snapshots, the whole tree).
     func usage(id: Int64) throws(BerthError) -> SnapshotUsage
 
-    /// Removes the storage of snapshot `id`; a missing one is not an error.
+    /// Removes the storage of snapshot `id`; a missing one is not an error. Quick: the files
+    /// may go after it returns.
     func remove(id: Int64) throws(BerthError)
 
     /// The ids that have storage on disk, for cleaning up after a crash.
     func storedIDs() throws(BerthError) -> [Int64]
+
+    /// Whether ``create(id:parents:kind:)`` copies its parents' files, and so may take long,
+    /// rather than making a few directories.
+    var copiesOnCreate: Bool { get }
+}
+
+extension Snapshotter {
+    public var copiesOnCreate: Bool { false }
 }

@@ -123,7 +123,8 @@ extension MetadataStore {
             return (id, try Self.ancestorIDs(db, of: parentID))
         }
         do {
-            try await runBlocking { () throws(BerthError) in try snapshotter.create(id: id, parents: parents, kind: kind) }
+            let create = { @Sendable () throws(BerthError) in try snapshotter.create(id: id, parents: parents, kind: kind) }
+            if snapshotter.copiesOnCreate { try await runBlocking(create) } else { try await runShortBlocking(create) }
             try await write { db in
                 try db.cachedStatement(sql: "UPDATE snapshots SET ready = 1 WHERE id = ?").execute(arguments: [id])
                 self.preparingSnapshots.withLock { _ = $0.remove(id) }
@@ -211,7 +212,7 @@ extension MetadataStore {
         }
         // Files after the row: a crash in between leaves files without a row, which start-up
         // and garbage collection remove; so does a failure here, which the removal outlives.
-        try? await runBlocking { () throws(BerthError) in try snapshotter.remove(id: id) }
+        try? await runShortBlocking { () throws(BerthError) in try snapshotter.remove(id: id) }
         onDeletion()
     }
 

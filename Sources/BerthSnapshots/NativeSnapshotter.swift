@@ -7,6 +7,7 @@ import BerthSystem
 /// of a copy per snapshot; as containerd's native snapshotter.
 public struct NativeSnapshotter: Snapshotter {
     public let name = "native"
+    public let copiesOnCreate = true
     /// `<root>/snapshots/native`.
     public let root: String
     let layout: SnapshotDirectories

@@ -22,6 +22,15 @@ public func runBlocking<T: Sendable>(_ body: @escaping @Sendable () throws(Berth
     return try result.get()
 }
 
+/// Runs short blocking work (a few directory operations: no waiting on other processes, no tree
+/// walks) on the calling thread when that is one of Berth's own threads, which may block for
+/// that long; elsewhere (Swift's cooperative pool) as ``runBlocking(_:)``. On a connection's
+/// thread this saves the two thread switches of the hop, which cost more than the work.
+public func runShortBlocking<T: Sendable>(_ body: @escaping @Sendable () throws(BerthError) -> T) async throws(BerthError) -> T {
+    if isOwnThread { return try body() }
+    return try await runBlocking(body)
+}
+
 /// `runBlocking` for bodies that throw any error.
 public func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
     try await withCheckedThrowingContinuation { continuation in
