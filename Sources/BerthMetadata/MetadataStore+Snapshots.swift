@@ -87,7 +87,9 @@ extension MetadataStore {
         try Labels.validate(labels)
         guard kind != .committed else { throw .invalidArgument("snapshot \(quoted(key)): cannot prepare a committed snapshot") }
         let now = Timestamp.now.nanosecondsSinceEpoch
-        let (id, parents) = try await write { db -> (Int64, [Int64]) in
+        // Not synced: the row is not ready yet, so no client sees it, and the commit that makes
+        // it ready (synced) makes this one durable too.
+        let (id, parents) = try await write(synced: false) { db -> (Int64, [Int64]) in
             try Self.ensureNamespace(db, namespace)
             // An unpacker names the committed snapshot it means to make (`containerd.io/snapshot.ref`);
             // if that exists already, another pull made it, and the layer need not be applied again.

@@ -74,14 +74,18 @@ public final class MetadataStore: Sendable {
     /// transaction runs right there, waiting for the writer if need be: a write takes well under a
     /// millisecond, less than GRDB's hop to its writer's queue and back. Elsewhere (Swift's
     /// cooperative pool, which must not block) it hops.
-    func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(BerthError) -> T {
+    ///
+    /// `synced: false` skips the fsync of this commit, for a step that no client is told about
+    /// before a later synced commit of the same call (which makes everything before it durable
+    /// too) and that recovery undoes if a power loss takes it alone.
+    func write<T: Sendable>(synced: Bool = true, _ body: @escaping @Sendable (Database) throws -> T) async throws(BerthError) -> T {
         if isOwnThread {
             guard !Task.isCancelled else { throw BerthError(.cancelled, "metadata database: write cancelled") }
-            return try writeNow(body)
+            return try writeNow(synced: synced, body)
         }
         defer { cache.invalidate() }
         do {
-            return try await pool.writeWithoutTransaction { db in try Self.transaction(db, "BEGIN IMMEDIATE", body) }
+            return try await pool.writeWithoutTransaction { db in try Self.writeTransaction(db, synced: synced, body) }
         } catch { throw Self.convert(error) }
     }
 
@@ -95,11 +99,21 @@ public final class MetadataStore: Sendable {
     /// A write transaction run on the calling thread, for callers already off the cooperative
     /// pool; unlike ``write(_:)`` it does not give up when the calling task is cancelled, so it
     /// suits clean-up.
-    func writeNow<T>(_ body: (Database) throws -> T) throws(BerthError) -> T {
+    func writeNow<T>(synced: Bool = true, _ body: (Database) throws -> T) throws(BerthError) -> T {
         defer { cache.invalidate() }
         do {
-            return try pool.writeWithoutTransaction { db in try Self.transaction(db, "BEGIN IMMEDIATE", body) }
+            return try pool.writeWithoutTransaction { db in try Self.writeTransaction(db, synced: synced, body) }
         } catch { throw Self.convert(error) }
+    }
+
+    /// A write transaction on the writer connection, whose commit is fsynced unless `synced` is
+    /// false (then the connection is back to `synchronous = FULL` before this returns).
+    private static func writeTransaction<T>(_ db: Database, synced: Bool, _ body: (Database) throws -> T) throws -> T {
+        guard !synced else { return try transaction(db, "BEGIN IMMEDIATE", body) }
+        try db.cachedStatement(sql: "PRAGMA synchronous = NORMAL").execute()
+        let result = Result { try transaction(db, "BEGIN IMMEDIATE", body) }
+        try db.cachedStatement(sql: "PRAGMA synchronous = FULL").execute()
+        return try result.get()
     }
 
     /// `body` between `begin` and `COMMIT` (`ROLLBACK` when it throws), with cached statements:

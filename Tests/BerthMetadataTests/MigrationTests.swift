@@ -41,6 +41,15 @@ struct MigrationTests {
             }
             #expect(journal == "wal")
             #expect(synchronous == 2, "PRAGMA synchronous is \(String(describing: synchronous)), not FULL (2)")
+            // An unsynced step (a Prepare's first commit) leaves the writer syncing again, even
+            // when it fails.
+            try await store.write(synced: false) { db in try db.execute(sql: "INSERT INTO namespaces (name, labels, created_at, updated_at) VALUES ('n', '{}', 0, 0)") }
+            await #expect(throws: BerthError.self) {
+                try await store.write(synced: false) { db in try db.execute(sql: "INSERT INTO nowhere VALUES (1)") }
+            }
+            let after = try await store.pool.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") }
+            #expect(after == 2)
+            #expect(try await store.namespace(ns("n")).name == "n")
         }
     }
 
