@@ -332,7 +332,7 @@ public final class ShimManager: Sendable {
         let response: Containerd_Task_V2_DeleteResponse = try await task.call("Delete", request)
         // The answer does not wait for the shim's shutdown and the bundle's removal: the task is
         // gone for every caller at once, and a new task of the same id waits for them. They run
-        // as one job on a blocking thread, which the Shutdown call's deadline costs no timer.
+        // as one job on a blocking thread, where the Shutdown call's deadline needs no timer.
         let key = Key(namespace: task.namespace.name, id: task.id)
         let teardown = Teardown()
         let retiring = table.withLock { entries -> Bool in
