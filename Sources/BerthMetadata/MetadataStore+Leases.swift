@@ -1,13 +1,21 @@
 import BerthCore
 import GRDB
 
+/// Leases are changed in commits that are not fsynced on their own (`write(synced: false)`): a
+/// lease only guards a client's work in progress, and every later synced commit (the content,
+/// snapshot or container that work produces) makes the lease change durable with it. A power
+/// loss can take only lease changes made since the last synced commit, which is what the
+/// clients that made them, gone with the power too, would have left anyway: a missing lease or
+/// resource is one their work had not yet relied on, and a lease that comes back keeps its
+/// resources until it expires. Nothing is removed from disk before a synced commit, so no file
+/// goes while a row that names it could still come back.
 extension MetadataStore {
     /// Creates a lease; an empty `id` gets a generated one, as containerd's service does.
     public func createLease(_ namespace: Namespace, id requested: String, labels: [String: String]) async throws(BerthError) -> Lease {
         let id = requested.isEmpty ? Self.randomLeaseID() : requested
         try Self.validateLeaseID(id)
         try Labels.validate(labels)
-        return try await write { db in
+        return try await write(synced: false) { db in
             try Self.ensureNamespace(db, namespace)
             if try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM leases WHERE namespace = ? AND id = ?"), arguments: [namespace.name, id]) == true {
                 throw BerthError.alreadyExists("lease \(quoted(id)): already exists")
@@ -44,7 +52,7 @@ extension MetadataStore {
     }
 
     public func deleteLease(_ namespace: Namespace, id: String) async throws(BerthError) {
-        try await write { db in
+        try await write(synced: false) { db in
             try db.cachedStatement(sql: "DELETE FROM leases WHERE namespace = ? AND id = ?").execute(arguments: [namespace.name, id])
             if db.changesCount == 0 { throw BerthError.notFound("lease \(quoted(id)): not found") }
         }
@@ -77,7 +85,7 @@ extension MetadataStore {
 
     public func addLeaseResource(_ namespace: Namespace, lease: String, _ resource: LeaseResource) async throws(BerthError) {
         try Self.validate(resource)
-        try await write { db in try Self.addLeaseResource(db, namespace, lease: lease, resource) }
+        try await write(synced: false) { db in try Self.addLeaseResource(db, namespace, lease: lease, resource) }
     }
 
     /// Throws `notFound` unless the namespace has the lease.
@@ -95,7 +103,7 @@ extension MetadataStore {
 
     public func deleteLeaseResource(_ namespace: Namespace, lease: String, _ resource: LeaseResource) async throws(BerthError) {
         try Self.validate(resource)
-        try await write { db in
+        try await write(synced: false) { db in
             try Self.requireLease(db, namespace, lease)
             try db.cachedStatement(sql: "DELETE FROM lease_resources WHERE namespace = ? AND lease = ? AND type = ? AND id = ?").execute(
                            arguments: [namespace.name, lease, resource.type, resource.id])

@@ -75,9 +75,11 @@ public final class MetadataStore: Sendable {
     /// millisecond, less than GRDB's hop to its writer's queue and back. Elsewhere (Swift's
     /// cooperative pool, which must not block) it hops.
     ///
-    /// `synced: false` skips the fsync of this commit, for a step that no client is told about
-    /// before a later synced commit of the same call (which makes everything before it durable
-    /// too) and that recovery undoes if a power loss takes it alone.
+    /// `synced: false` skips the fsync of this commit: the next synced commit makes it durable
+    /// with everything before it (one fsync of the WAL covers all of it). For changes whose loss
+    /// in a power cut harms nobody: a step of a call that a synced commit of the same call
+    /// completes (recovery undoes the step if the cut takes it alone), and lease changes (see
+    /// the leases extension). Files are removed only after synced commits.
     func write<T: Sendable>(synced: Bool = true, _ body: @escaping @Sendable (Database) throws -> T) async throws(BerthError) -> T {
         if isOwnThread {
             guard !Task.isCancelled else { throw BerthError(.cancelled, "metadata database: write cancelled") }
