@@ -168,9 +168,9 @@ public enum ShimCommand {
             try serve(server)
         } catch {
             log("berth-shim: \(error.message)")
-            exit(1)
+            _exit(1)
         }
-        exit(0)
+        _exit(0)
     }
 
     /// Blanks the `start` action (the last argument, after the flags) in this process's command
@@ -248,7 +248,12 @@ public enum ShimCommand {
         let running = server.shutdown(gracePeriod: .seconds(2))
         if running > 0 { log("berth-shim: exiting with \(running) calls still running after 2 s") }
         if !socketPath.isEmpty { unlink(socketPath) }
-        exit(0)
+        // _exit, not exit: the reaper, OOM and connection threads are still running, and exit's
+        // clean-up (atexit handlers, the runtime's static destructors, stdio locks) would run
+        // under them. A shim in CI once outlived a clean Shutdown by over 15 s, its bundle gone
+        // and nothing pending; a stalled exit is the likeliest cause. Everything the shim writes
+        // goes out with write(2), so there is nothing to flush.
+        _exit(0)
     }
 
     /// A shim's memory is paid once per container. Called first thing in the server, while it
