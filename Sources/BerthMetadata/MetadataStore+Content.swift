@@ -80,7 +80,11 @@ extension MetadataStore {
             try await shareIfPresent(namespace, digest: expected, size: total, lease: lease)
         }
         let key = BlobStore.ingestKey(namespace: namespace.name, ref: ref)
-        try await write { db in
+        // Not synced: an ingest is work in progress, like a lease. Its commit (synced) makes the
+        // record durable with the blob; a power cut before that leaves at worst a record whose
+        // files are gone or files without a record, which collection already handles (a crash
+        // between the record and its files leaves the same).
+        try await write(synced: false) { db in
             try Self.ensureNamespace(db, namespace)
             // A resumed ingest keeps its record; a newly declared expected digest replaces the old.
             try db.cachedStatement(sql: """
