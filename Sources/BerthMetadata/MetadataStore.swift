@@ -78,8 +78,8 @@ public final class MetadataStore: Sendable {
     /// `synced: false` skips the fsync of this commit: the next synced commit makes it durable
     /// with everything before it (one fsync of the WAL covers all of it). For changes whose loss
     /// in a power cut harms nobody: a step of a call that a synced commit of the same call
-    /// completes (recovery undoes the step if the cut takes it alone), and lease changes (see
-    /// the leases extension). Files are removed only after synced commits.
+    /// completes (recovery undoes the step if the cut takes it alone), lease changes (see the
+    /// leases extension) and a new ingest's record. Files are removed only after synced commits.
     func write<T: Sendable>(synced: Bool = true, _ body: @escaping @Sendable (Database) throws -> T) async throws(BerthError) -> T {
         if isOwnThread {
             guard !Task.isCancelled else { throw BerthError(.cancelled, "metadata database: write cancelled") }
